@@ -1,0 +1,143 @@
+"""The base class of positional encodings and the model facts they are built from.
+
+An encoding is a small ``nn.Module`` of one of four kinds:
+
+* ``absolute`` - ``forward(position_ids[B, L]) -> [B, L, hidden]`` added to the token embeddings;
+* ``rotary``   - ``cos_sin(positions[..., L], dtype) -> (cos, sin)[..., L, head_dim]`` applied to q/k
+  in transformers' half-split (``rotate_half``) layout;
+* ``bias``     - ``bias(q_pos[Q], k_pos[K], layer_idx) -> [1, H, Q, K]`` (fp32) added to attention scores;
+* ``none``     - nothing beyond the (causal) mask.
+
+Family adapters decide where each kind is plugged into a given model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What an encoding needs to know about the model it is applied to."""
+
+    model_type: str
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    num_layers: int
+    causal: bool
+    native: str  # "absolute" (learned table) or "rotary"
+    max_positions: int | None  # the model's trained/table length
+    rope_theta: float | None = None
+    partial_rotary_factor: float = 1.0
+    rope_type: str = "default"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword option of an encoding: its type, default and an optional check."""
+
+    type: type
+    default: Any
+    doc: str
+    check: Callable[[Any], bool] | None = None
+    check_doc: str = ""
+
+
+class PositionalEncoding(nn.Module):
+    name: str = ""  # set by @register_encoding
+    description: str = ""
+    kind: str = "none"
+    OPTIONS: dict[str, Option] = {}
+
+    def __init__(self, spec: ModelSpec, **options: Any):
+        super().__init__()
+        self.spec = spec
+        self.options = self.validate_options(spec, options)
+
+    # ----------------------------------------------------------------- options
+    @classmethod
+    def default_options(cls, spec: ModelSpec) -> dict[str, Any]:
+        """Defaults, possibly depending on the model (override where needed)."""
+        return {k: o.default for k, o in cls.OPTIONS.items()}
+
+    @classmethod
+    def validate_options(cls, spec: ModelSpec, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            valid = ", ".join(f"{k} ({o.doc})" for k, o in cls.OPTIONS.items()) or "none"
+            raise ValueError(f"unknown option(s) {unknown} for encoding {cls.name!r}; valid options: {valid}")
+        resolved = cls.default_options(spec)
+        for key, value in options.items():
+            opt = cls.OPTIONS[key]
+            resolved[key] = _coerce(cls.name, key, value, opt)
+        for key, value in resolved.items():
+            opt = cls.OPTIONS[key]
+            if value is not None and opt.check is not None and not opt.check(value):
+                raise ValueError(f"option {key}={value!r} of encoding {cls.name!r} is invalid: {opt.check_doc}")
+        return resolved
+
+    # ------------------------------------------------------------ properties
+    def max_length(self) -> int | None:
+        """Longest sequence the encoding can represent (``None``: no limit)."""
+        return None
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.options.items())
+
+
+def _coerce(enc: str, key: str, value: Any, opt: Option) -> Any:
+    if value is None:
+        return None
+    if opt.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"option {key} of encoding {enc!r} must be a bool, got {value!r}")
+    if opt.type is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"option {key} of encoding {enc!r} must be an integer, got {value!r}")
+    if isinstance(value, bool):
+        raise ValueError(f"option {key} of encoding {enc!r} must be {opt.type.__name__}, got {value!r}")
+    try:
+        return opt.type(float(value)) if opt.type is int and isinstance(value, str) else opt.type(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {key} of encoding {enc!r} must be {opt.type.__name__}, got {value!r}") from None
+
+
+def positive(x) -> bool:
+    return x > 0
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, rotary_fraction: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of rotary angles in transformers' half-split layout.
+
+    positions: [..., L] (any integer or float tensor); returns two tensors [..., L, head_dim].
+    Frequencies of pair k: theta^(-2k/head_dim); with ``rotary_fraction < 1`` only the first
+    ``round(fraction * head_dim / 2)`` pairs rotate (the rest get angle 0, cos=1, sin=0).
+    Angles are computed in fp32 and cast at the end.
+    """
+    half = head_dim // 2
+    rotated = int(round(rotary_fraction * half))
+    inv_freq = theta ** (-torch.arange(0, half, device=positions.device, dtype=torch.float32) * 2 / head_dim)
+    if rotated < half:
+        inv_freq = torch.where(torch.arange(half, device=positions.device) < rotated, inv_freq, 0.0)
+    freqs = positions.to(torch.float32)[..., None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, L, D]; cos/sin: [L, D] (or broadcastable)."""
+    return x * cos + rotate_half(x) * sin

@@ -1,0 +1,5 @@
+"""Built-in model families; importing this package registers them."""
+from . import bert, gpt2, llama  # noqa: F401
+from .base import FamilyAdapter
+
+__all__ = ["FamilyAdapter"]

@@ -1,0 +1,28 @@
+"""GPT-2: learned ``wpe`` table added in ``GPT2Model.forward``; attention in ``h[i].attn``."""
+from __future__ import annotations
+
+from ..encodings.base import ModelSpec
+from ..registry import register_family
+from .base import FamilyAdapter
+
+
+@register_family("gpt2")
+class GPT2Adapter(FamilyAdapter):
+    native = "absolute"
+
+    def spec(self, model) -> ModelSpec:
+        c = model.config
+        return ModelSpec(
+            model_type=c.model_type, hidden_size=c.n_embd, num_heads=c.n_head, num_kv_heads=c.n_head,
+            head_dim=c.n_embd // c.n_head, num_layers=c.n_layer, causal=True, native="absolute",
+            max_positions=c.n_positions,
+        )
+
+    def layers(self, model):
+        return self.base_model(model).h
+
+    def attention_modules(self, model):
+        return [block.attn for block in self.layers(model)]
+
+    def absolute_slot(self, model):
+        return self.base_model(model), "wpe"

@@ -1,0 +1,308 @@
+"""``apply_posenc`` / ``remove_posenc``: patch one model instance, keep what was replaced.
+
+Only the instance changes: modules are swapped with ``setattr``, hooks are instance hooks,
+and the attention implementation is switched through the model's own config to a name we
+registered. transformers' classes and module globals are never touched, so patching model
+A leaves model B alone, and everything replaced is kept so ``remove_posenc`` restores it.
+"""
+from __future__ import annotations
+
+import logging
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import compat
+from .encodings.base import PositionalEncoding, apply_rotary
+from .modules import AbsolutePositions, EncodingRotary, IdentityRotary
+from .registry import get_encoding_class, get_family
+
+logger = logging.getLogger("hf_posenc")
+
+CONTROLLER_ATTR = "hf_posenc"
+LINK_ATTR = "_hf_posenc_link"
+# Length limit written into configs of models whose encoding has none (GPT-2/BERT would
+# otherwise clip generation to their old table size).
+UNLIMITED_LENGTH = 1 << 20
+
+
+class PosEncController(nn.Module):
+    """Owns the encoding's parameters and everything needed to undo the patch.
+
+    Registered on the base model as ``hf_posenc``, so its parameters are saved as
+    ``<base>.hf_posenc.encoding.*``. Per-forward state (the query offset of static caches)
+    is set by a forward pre-hook on the base model.
+    """
+
+    def __init__(self, adapter, encoding: PositionalEncoding):
+        super().__init__()
+        self.encoding = encoding
+        object.__setattr__(self, "adapter", adapter)
+        self._replaced: list[tuple[nn.Module, str, Any]] = []  # (parent, name, original) to restore
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._config_backup: dict[str, Any] = {}
+        self._attn_backup: str | None = None
+        self._linked: list[nn.Module] = []
+        self._wrapped_models: list[nn.Module] = []
+        self._static_offset = None
+        self.rotate_in_attention = False
+        self.needs_attention = False
+
+    # ------------------------------------------------------------- forward-time work
+    def query_start(self, q_len: int, k_len: int):
+        """Raw cache index of the first query. Keys from non-static caches are contiguous and
+        end at the last query; static caches return every slot, so their offset is recorded."""
+        return self._static_offset if self._static_offset is not None else k_len - q_len
+
+    def transform_attention(self, module, layer_idx, query, key, attention_mask, is_causal):
+        """Apply in-attention encodings: rotate q/k and/or merge the score bias into the mask.
+
+        query [B, H, Q, D], key [B, Hkv, K, D]; positions are raw cache indices, which makes
+        relative encodings exactly invariant to left padding (queries and keys shift alike).
+        """
+        q_len, k_len = query.shape[-2], key.shape[-2]
+        device = query.device
+        q_pos = torch.arange(q_len, device=device) + self.query_start(q_len, k_len)
+        k_pos = torch.arange(k_len, device=device)
+        enc = self.encoding
+        if self.rotate_in_attention:
+            cos, sin = enc.cos_sin(q_pos, query.dtype)
+            query = apply_rotary(query, cos, sin)
+            cos, sin = enc.cos_sin(k_pos, key.dtype)
+            key = apply_rotary(key, cos, sin)
+        if enc.kind == "bias":
+            bias = enc.bias(q_pos, k_pos, layer_idx)
+            attention_mask = merge_bias(attention_mask, bias, is_causal, q_pos, k_pos, query.dtype)
+        return query, key, attention_mask
+
+    def _base_pre_hook(self, base: nn.Module, args: tuple, kwargs: dict):
+        bound = compat.bind_forward(base, args, kwargs)
+        ref = bound.get("input_ids")
+        if ref is None:
+            ref = bound.get("inputs_embeds")
+        if ref is None:
+            return None
+        q_len = ref.shape[1]
+        cache = compat.cache_from_call(bound)
+        past = compat.cache_length(cache)
+        self._static_offset = past if compat.is_slot_cache(cache) else None
+
+        position_ids = bound.get("position_ids")
+        mask = bound.get("attention_mask")
+        changed = False
+        if (self.encoding.kind == "absolute" and position_ids is None and isinstance(mask, torch.Tensor)
+                and mask.dim() == 2):
+            # Padding-aware positions, as generate() builds them: left padding does not shift them.
+            position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:]
+            changed = True
+        limit = self.encoding.max_length() if self.encoding.kind == "absolute" else None
+        if limit is not None and not compat.is_compiling():
+            needed = int(position_ids.max()) + 1 if position_ids is not None else int(past) + q_len
+            if needed > limit:
+                raise ValueError(
+                    f"input needs {needed} positions but the {self.encoding.name!r} position table has {limit}; "
+                    f"extend it first with hf_posenc.extend_context(model, 'interpolate' or 'tile', "
+                    f"max_length=...) or switch to an encoding without a length limit"
+                )
+        if limit is None and not compat.is_compiling():
+            self._replaced += self.adapter.ensure_length(base, int(past) + q_len)
+        if not changed:
+            return None
+        idx = compat.positional_index(base, "position_ids")
+        if idx is not None and idx < len(args):
+            args = args[:idx] + (position_ids,) + args[idx + 1:]
+        else:
+            kwargs = {**kwargs, "position_ids": position_ids}
+        return args, kwargs
+
+    def _add_absolute_hook(self, layer: nn.Module, args: tuple, kwargs: dict):
+        """Pre-hook on the first decoder layer of families without an absolute table."""
+        hidden = args[0] if args else kwargs["hidden_states"]
+        position_ids = kwargs.get("position_ids")
+        if position_ids is None:
+            position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        hidden = hidden + self.encoding(position_ids).to(hidden.dtype)
+        if args:
+            return (hidden,) + args[1:], kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    def attention_name_for(self, requested: str) -> str:
+        if not self.needs_attention or requested in compat.NATIVE_FOR:
+            return requested
+        if requested in compat.POSENC_FOR:
+            return compat.POSENC_FOR[requested]
+        raise ValueError(
+            f"encoding {self.encoding.name!r} works inside attention and supports attn_implementation "
+            f"'sdpa' or 'eager', not {requested!r}"
+        )
+
+    def extra_repr(self) -> str:
+        return f"kind={self.encoding.kind}"
+
+
+def merge_bias(mask, bias, is_causal, q_pos, k_pos, dtype):
+    """One additive float mask from a transformers mask and a score bias [1, H, Q, K] (fp32).
+
+    mask: None (causal or full attention implied), bool [B, 1, Q, K] (True = keep) or float
+    (0 / large negative). Maths in fp32, one cast at the end; masked entries get dtype's min.
+    """
+    neg = torch.finfo(dtype).min
+    if mask is None:
+        if is_causal:
+            keep = k_pos[None, :] <= q_pos[:, None]
+            bias = bias.masked_fill(~keep, neg)
+    elif mask.dtype == torch.bool:
+        bias = torch.where(mask, bias, neg)
+    else:
+        bias = (mask.float() + bias).clamp(min=neg)
+    return bias.to(dtype)
+
+
+# ------------------------------------------------------------------------- public API
+def get_posenc(model: nn.Module) -> PosEncController | None:
+    """The controller of a patched model (``None`` if the model is not patched)."""
+    base = getattr(model, "base_model", model)
+    return getattr(base, CONTROLLER_ATTR, None) if isinstance(base, nn.Module) else None
+
+
+def apply_posenc(model: nn.Module, name: str, *, replace: bool = False, **options: Any) -> nn.Module:
+    """Switch ``model`` to the positional encoding ``name``, in place; returns the model.
+
+    Args:
+        model: a transformers model of a supported family (see ``hf_posenc.list_families()``).
+        name: an encoding from ``list_encodings()``.
+        replace: if the model is already patched, undo that patch first (otherwise an error).
+        **options: the encoding's options (``list_encodings`` / the README list them).
+    """
+    adapter = get_family(model)
+    existing = get_posenc(model)
+    if existing is not None:
+        if not replace:
+            raise ValueError(
+                f"model is already patched with {existing.encoding.name!r}; call remove_posenc(model) first "
+                f"or pass replace=True"
+            )
+        remove_posenc(model)
+    spec = adapter.spec(model)
+    encoding = get_encoding_class(name)(spec, **options)
+    base = adapter.base_model(model)
+    ref = next(iter(model.parameters()), None)
+    if ref is not None:
+        encoding.to(device=ref.device, dtype=ref.dtype if ref.dtype.is_floating_point else None)
+
+    controller = PosEncController(adapter, encoding)
+    plan_in_attention = _plan(adapter, model, encoding, controller)
+    current = compat.attn_implementation(model)
+    if plan_in_attention and current not in compat.NATIVE_FOR and current not in compat.POSENC_FOR:
+        raise ValueError(
+            f"encoding {name!r} works inside attention and needs attn_implementation 'sdpa' or 'eager'; "
+            f"this model uses {current!r}: call model.set_attn_implementation('sdpa') first"
+        )
+    setattr(base, CONTROLLER_ATTR, controller)
+    _install(adapter, model, base, controller, spec)
+    return model
+
+
+def _plan(adapter, model, encoding, controller) -> bool:
+    """Decide where the encoding goes; returns whether attention must be intercepted."""
+    kind = encoding.kind
+    native_rotary = adapter.rotary_slot(model) is not None
+    controller.rotate_in_attention = kind == "rotary" and not native_rotary
+    controller.needs_attention = kind == "bias" or controller.rotate_in_attention
+    return controller.needs_attention
+
+
+def _swap(controller, parent: nn.Module, name: str, new: nn.Module) -> None:
+    controller._replaced.append((parent, name, getattr(parent, name)))
+    setattr(parent, name, new)
+
+
+def _install(adapter, model, base, controller, spec) -> None:
+    enc = controller.encoding
+    kind = enc.kind
+    abs_slot = adapter.absolute_slot(model)
+    rot_slot = adapter.rotary_slot(model)
+
+    # 1. The native absolute table: kept by `learned`, else replaced (zeros or our addend).
+    if abs_slot is not None and not getattr(enc, "native", False):
+        _swap(controller, *abs_slot, AbsolutePositions(controller, zero=kind != "absolute"))
+    elif abs_slot is None and kind == "absolute":
+        layer0 = adapter.layers(model)[0]
+        controller._hooks.append(layer0.register_forward_pre_hook(controller._add_absolute_hook, with_kwargs=True))
+    # 2. The native rotary module: kept by a matching `rope`, else our cos/sin or the identity.
+    if rot_slot is not None:
+        if kind != "rotary":
+            _swap(controller, *rot_slot, IdentityRotary(spec.head_dim))
+        elif not enc.matches_native():
+            _swap(controller, *rot_slot, EncodingRotary(controller))
+    # 3. Attention: link each layer to the controller and switch to our attention names.
+    if controller.needs_attention:
+        for idx, attn in enumerate(adapter.attention_modules(model)):
+            object.__setattr__(attn, LINK_ATTR, (controller, idx))
+            controller._linked.append(attn)
+        controller._attn_backup = compat.attn_implementation(model)
+        compat.set_attn_implementation(model, compat.POSENC_FOR.get(controller._attn_backup,
+                                                                     controller._attn_backup))
+        for sub in compat.pretrained_submodels(model):
+            sub.set_attn_implementation = types.MethodType(_set_attn_implementation, sub)
+            controller._wrapped_models.append(sub)
+    # 4. Per-forward bookkeeping and length checks.
+    controller._hooks.append(base.register_forward_pre_hook(controller._base_pre_hook, with_kwargs=True))
+    # 5. Config: record the patch; lift the length limit of table-less encodings.
+    config = model.config
+    controller._config_backup = {"max_position_embeddings": config.max_position_embeddings}
+    if enc.max_length() is None and adapter.native == "absolute":
+        config.max_position_embeddings = max(UNLIMITED_LENGTH, config.max_position_embeddings)
+    config.posenc = {"encoding": enc.name, "options": dict(enc.options), "version": _version()}
+
+
+def _set_attn_implementation(self, attn_implementation, *args, **kwargs):
+    """Instance override installed on patched models: keeps the encoding across switches."""
+    controller = get_posenc(self)
+    if controller is not None and isinstance(attn_implementation, str):
+        attn_implementation = controller.attention_name_for(attn_implementation)
+    return type(self).set_attn_implementation(self, attn_implementation, *args, **kwargs)
+
+
+def remove_posenc(model: nn.Module) -> nn.Module:
+    """Undo ``apply_posenc``: restore the original modules, attention and config; returns the model.
+
+    Trained non-positional weights are kept; restored modules are cast to the model's current
+    device and dtype.
+    """
+    controller = get_posenc(model)
+    if controller is None:
+        raise ValueError("model is not patched by hf_posenc (nothing to remove)")
+    adapter = controller.adapter
+    base = adapter.base_model(model)
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    for hook in controller._hooks:
+        hook.remove()
+    for parent, name, original in reversed(controller._replaced):
+        if isinstance(original, nn.Module) and ref is not None:
+            original.to(device=ref.device, dtype=ref.dtype)
+        if isinstance(original, torch.Tensor):
+            parent.register_buffer(name, original.to(ref.device) if ref is not None else original, persistent=False)
+        else:
+            setattr(parent, name, original)
+    for attn in controller._linked:
+        attn.__dict__.pop(LINK_ATTR, None)
+    for sub in controller._wrapped_models:
+        sub.__dict__.pop("set_attn_implementation", None)
+    if controller._attn_backup is not None:
+        current = compat.attn_implementation(model)
+        compat.set_attn_implementation(model, compat.NATIVE_FOR.get(current, current))
+    for key, value in controller._config_backup.items():
+        setattr(model.config, key, value)
+    if hasattr(model.config, "posenc"):
+        del model.config.posenc
+    delattr(base, CONTROLLER_ATTR)
+    return model
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
