@@ -24,14 +24,16 @@ class AbsolutePositions(_ControllerRef):
     (broadcast) when the encoding adds nothing to the embeddings.
     """
 
-    def __init__(self, controller: nn.Module, zero: bool):
+    def __init__(self, controller: nn.Module, zero: bool, hidden_size: int):
         super().__init__(controller)
         self.zero = zero
-        # Empty buffer that follows model.to(dtype/device): the dtype to hand back.
-        self.register_buffer("_dtype_probe", torch.zeros(0), persistent=False)
+        # An empty [0, hidden] table under the native name: it follows model.to(dtype/device)
+        # (the dtype to hand back), and a plain transformers load of a saved checkpoint fails
+        # loudly on its size instead of silently initialising a random table.
+        self.register_buffer("weight", torch.zeros(0, hidden_size))
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
-        dtype = self._dtype_probe.dtype
+        dtype = self.weight.dtype
         if self.zero:
             return torch.zeros((), dtype=dtype, device=position_ids.device)
         return self._controller.encoding(position_ids).to(dtype)

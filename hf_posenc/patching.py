@@ -23,9 +23,9 @@ logger = logging.getLogger("hf_posenc")
 
 CONTROLLER_ATTR = "hf_posenc"
 LINK_ATTR = "_hf_posenc_link"
-# Length limit written into configs of models whose encoding has none (GPT-2/BERT would
-# otherwise clip generation to their old table size).
-UNLIMITED_LENGTH = 1 << 20
+# Version of the checkpoint layout; saved as a buffer so every patched checkpoint carries
+# a ``hf_posenc.format`` key that plain loaders report as unexpected.
+CHECKPOINT_FORMAT = 1
 
 
 class PosEncController(nn.Module):
@@ -39,10 +39,10 @@ class PosEncController(nn.Module):
     def __init__(self, adapter, encoding: PositionalEncoding):
         super().__init__()
         self.encoding = encoding
+        self.register_buffer("format", torch.tensor([CHECKPOINT_FORMAT]), persistent=True)
         object.__setattr__(self, "adapter", adapter)
         self._replaced: list[tuple[nn.Module, str, Any]] = []  # (parent, name, original) to restore
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._config_backup: dict[str, Any] = {}
         self._attn_backup: str | None = None
         self._linked: list[nn.Module] = []
         self._wrapped_models: list[nn.Module] = []
@@ -227,7 +227,7 @@ def _install(adapter, model, base, controller, spec) -> None:
 
     # 1. The native absolute table: kept by `learned`, else replaced (zeros or our addend).
     if abs_slot is not None and not getattr(enc, "native", False):
-        _swap(controller, *abs_slot, AbsolutePositions(controller, zero=kind != "absolute"))
+        _swap(controller, *abs_slot, AbsolutePositions(controller, zero=kind != "absolute", hidden_size=spec.hidden_size))
     elif abs_slot is None and kind == "absolute":
         layer0 = adapter.layers(model)[0]
         controller._hooks.append(layer0.register_forward_pre_hook(controller._add_absolute_hook, with_kwargs=True))
@@ -250,12 +250,9 @@ def _install(adapter, model, base, controller, spec) -> None:
             controller._wrapped_models.append(sub)
     # 4. Per-forward bookkeeping and length checks.
     controller._hooks.append(base.register_forward_pre_hook(controller._base_pre_hook, with_kwargs=True))
-    # 5. Config: record the patch; lift the length limit of table-less encodings.
-    config = model.config
-    controller._config_backup = {"max_position_embeddings": config.max_position_embeddings}
-    if enc.max_length() is None and adapter.native == "absolute":
-        config.max_position_embeddings = max(UNLIMITED_LENGTH, config.max_position_embeddings)
-    config.posenc = {"encoding": enc.name, "options": dict(enc.options), "version": _version()}
+    # 5. Config: record the patch (saved with the model; transformers' own fields stay untouched).
+    model.config.posenc = {"encoding": enc.name, "options": dict(enc.options), "max_length": enc.max_length(),
+                           "version": _version()}
 
 
 def _set_attn_implementation(self, attn_implementation, *args, **kwargs):
@@ -294,8 +291,6 @@ def remove_posenc(model: nn.Module) -> nn.Module:
     if controller._attn_backup is not None:
         current = compat.attn_implementation(model)
         compat.set_attn_implementation(model, compat.NATIVE_FOR.get(current, current))
-    for key, value in controller._config_backup.items():
-        setattr(model.config, key, value)
     if hasattr(model.config, "posenc"):
         del model.config.posenc
     delattr(base, CONTROLLER_ATTR)
