@@ -13,16 +13,19 @@ from .patching import LINK_ATTR
 
 def _make(native: str):
     def posenc_attention(module, query, key, value, attention_mask, **kwargs):
+        fn = compat.native_sdpa() if native == "sdpa" else compat.native_eager(module)
         link = module.__dict__.get(LINK_ATTR)
         if link is not None:
             controller, layer_idx = link
             is_causal = kwargs.get("is_causal")
             if is_causal is None:
                 is_causal = getattr(module, "is_causal", True)
+            if controller.custom_attention is not None:
+                return controller.custom_attention(controller, module, layer_idx, query, key, value,
+                                                   attention_mask, is_causal, fn, **kwargs)
             query, key, attention_mask = controller.transform_attention(
                 module, layer_idx, query, key, attention_mask, is_causal
             )
-        fn = compat.native_sdpa() if native == "sdpa" else compat.native_eager(module)
         return fn(module, query, key, value, attention_mask, **kwargs)
 
     posenc_attention.__name__ = f"posenc_{native}_attention"

@@ -49,6 +49,10 @@ class PosEncController(nn.Module):
         self._static_offset = None
         self.rotate_in_attention = False
         self.needs_attention = False
+        # Set by context extensions that compute attention themselves (dynamic NTK, Self-Extend):
+        # fn(controller, module, layer_idx, query, key, value, mask, is_causal, native_fn, **kwargs).
+        self.custom_attention = None
+        self.extension: dict | None = None
 
     # ------------------------------------------------------------- forward-time work
     def query_start(self, q_len: int, k_len: int):
@@ -97,7 +101,7 @@ class PosEncController(nn.Module):
             # Padding-aware positions, as generate() builds them: left padding does not shift them.
             position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:]
             changed = True
-        limit = self.encoding.max_length() if self.encoding.kind == "absolute" else None
+        limit = self.max_length() if self.encoding.kind == "absolute" else None
         if limit is not None and not compat.is_compiling():
             needed = int(position_ids.max()) + 1 if position_ids is not None else int(past) + q_len
             if needed > limit:
@@ -106,7 +110,7 @@ class PosEncController(nn.Module):
                     f"extend it first with hf_posenc.extend_context(model, 'interpolate' or 'tile', "
                     f"max_length=...) or switch to an encoding without a length limit"
                 )
-        if limit is None and not compat.is_compiling():
+        if not compat.is_compiling():
             self._replaced += self.adapter.ensure_length(base, int(past) + q_len)
         if not changed:
             return None
@@ -127,6 +131,12 @@ class PosEncController(nn.Module):
         if args:
             return (hidden,) + args[1:], kwargs
         return args, {**kwargs, "hidden_states": hidden}
+
+    def max_length(self) -> int | None:
+        """The longest input the patched model accepts (``None``: no limit)."""
+        if self.extension is not None and self.encoding.max_length() is None:
+            return None
+        return self.encoding.max_length()
 
     def attention_name_for(self, requested: str) -> str:
         if not self.needs_attention or requested in compat.NATIVE_FOR:
@@ -193,28 +203,27 @@ def apply_posenc(model: nn.Module, name: str, *, replace: bool = False, **option
         encoding.to(device=ref.device, dtype=ref.dtype if ref.dtype.is_floating_point else None)
 
     controller = PosEncController(adapter, encoding)
-    plan_in_attention = _plan(adapter, model, encoding, controller)
-    current = compat.attn_implementation(model)
-    if plan_in_attention and current not in compat.NATIVE_FOR and current not in compat.POSENC_FOR:
+    _plan(adapter, model, encoding, controller)
+    if controller.needs_attention and compat.attn_implementation(model) not in (*compat.NATIVE_FOR,
+                                                                                 *compat.POSENC_FOR):
         raise ValueError(
             f"encoding {name!r} works inside attention and needs attn_implementation 'sdpa' or 'eager'; "
-            f"this model uses {current!r}: call model.set_attn_implementation('sdpa') first"
+            f"this model uses {compat.attn_implementation(model)!r}: call model.set_attn_implementation('sdpa') first"
         )
     setattr(base, CONTROLLER_ATTR, controller)
     _install(adapter, model, base, controller, spec)
     return model
 
 
-def _plan(adapter, model, encoding, controller) -> bool:
-    """Decide where the encoding goes; returns whether attention must be intercepted."""
+def _plan(adapter, model, encoding, controller) -> None:
+    """Decide where the encoding goes: rotary q/k inside attention where the family has no rotary module."""
     kind = encoding.kind
     native_rotary = adapter.rotary_slot(model) is not None
     controller.rotate_in_attention = kind == "rotary" and not native_rotary
     controller.needs_attention = kind == "bias" or controller.rotate_in_attention
-    return controller.needs_attention
 
 
-def _swap(controller, parent: nn.Module, name: str, new: nn.Module) -> None:
+def swap_module(controller, parent: nn.Module, name: str, new: nn.Module) -> None:
     controller._replaced.append((parent, name, getattr(parent, name)))
     setattr(parent, name, new)
 
@@ -227,32 +236,51 @@ def _install(adapter, model, base, controller, spec) -> None:
 
     # 1. The native absolute table: kept by `learned`, else replaced (zeros or our addend).
     if abs_slot is not None and not getattr(enc, "native", False):
-        _swap(controller, *abs_slot, AbsolutePositions(controller, zero=kind != "absolute", hidden_size=spec.hidden_size))
+        swap_module(controller, *abs_slot, AbsolutePositions(controller, zero=kind != "absolute", hidden_size=spec.hidden_size))
     elif abs_slot is None and kind == "absolute":
         layer0 = adapter.layers(model)[0]
         controller._hooks.append(layer0.register_forward_pre_hook(controller._add_absolute_hook, with_kwargs=True))
     # 2. The native rotary module: kept by a matching `rope`, else our cos/sin or the identity.
     if rot_slot is not None:
         if kind != "rotary":
-            _swap(controller, *rot_slot, IdentityRotary(spec.head_dim))
+            swap_module(controller, *rot_slot, IdentityRotary(spec.head_dim))
         elif not enc.matches_native():
-            _swap(controller, *rot_slot, EncodingRotary(controller))
+            swap_module(controller, *rot_slot, EncodingRotary(controller))
     # 3. Attention: link each layer to the controller and switch to our attention names.
     if controller.needs_attention:
-        for idx, attn in enumerate(adapter.attention_modules(model)):
-            object.__setattr__(attn, LINK_ATTR, (controller, idx))
-            controller._linked.append(attn)
-        controller._attn_backup = compat.attn_implementation(model)
-        compat.set_attn_implementation(model, compat.POSENC_FOR.get(controller._attn_backup,
-                                                                     controller._attn_backup))
-        for sub in compat.pretrained_submodels(model):
-            sub.set_attn_implementation = types.MethodType(_set_attn_implementation, sub)
-            controller._wrapped_models.append(sub)
+        enable_attention(model, controller)
     # 4. Per-forward bookkeeping and length checks.
     controller._hooks.append(base.register_forward_pre_hook(controller._base_pre_hook, with_kwargs=True))
     # 5. Config: record the patch (saved with the model; transformers' own fields stay untouched).
-    model.config.posenc = {"encoding": enc.name, "options": dict(enc.options), "max_length": enc.max_length(),
-                           "version": _version()}
+    record_in_config(model, controller)
+
+
+def record_in_config(model: nn.Module, controller: "PosEncController") -> None:
+    """The ``posenc`` block saved with the config: enough to rebuild the patch on load."""
+    enc = controller.encoding
+    model.config.posenc = {"encoding": enc.name, "options": dict(enc.options), "extension": controller.extension,
+                           "max_length": controller.max_length(), "version": _version()}
+
+
+def enable_attention(model: nn.Module, controller: "PosEncController") -> None:
+    """Route every self-attention layer of ``model`` through the controller (idempotent)."""
+    controller.needs_attention = True
+    if controller._linked:
+        return
+    current = compat.attn_implementation(model)
+    if current not in compat.NATIVE_FOR and current not in compat.POSENC_FOR:
+        raise ValueError(
+            f"encoding {controller.encoding.name!r} works inside attention and needs attn_implementation 'sdpa' "
+            f"or 'eager'; this model uses {current!r}: call model.set_attn_implementation('sdpa') first"
+        )
+    for idx, attn in enumerate(controller.adapter.attention_modules(model)):
+        object.__setattr__(attn, LINK_ATTR, (controller, idx))
+        controller._linked.append(attn)
+    controller._attn_backup = current
+    compat.set_attn_implementation(model, compat.POSENC_FOR.get(current, current))
+    for sub in compat.pretrained_submodels(model):
+        sub.set_attn_implementation = types.MethodType(_set_attn_implementation, sub)
+        controller._wrapped_models.append(sub)
 
 
 def _set_attn_implementation(self, attn_implementation, *args, **kwargs):

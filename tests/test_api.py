@@ -255,7 +255,7 @@ def test_config_records_the_patch(family):
     model = patch(make_model(family), "t5")
     assert model.config.posenc == {"encoding": "t5", "options": {"num_buckets": 32, "max_distance": 128,
                                                                  "shared": True, "init_std": 0.5},
-                                   "max_length": None, "version": hf_posenc.__version__}
+                                   "extension": None, "max_length": None, "version": hf_posenc.__version__}
     assert "posenc" in model.config.to_dict()
 
 

@@ -113,26 +113,6 @@ def positive(x) -> bool:
     return x > 0
 
 
-def rope_cos_sin(
-    positions: torch.Tensor, head_dim: int, theta: float, rotary_fraction: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of rotary angles in transformers' half-split layout.
-
-    positions: [..., L] (any integer or float tensor); returns two tensors [..., L, head_dim].
-    Frequencies of pair k: theta^(-2k/head_dim); with ``rotary_fraction < 1`` only the first
-    ``round(fraction * head_dim / 2)`` pairs rotate (the rest get angle 0, cos=1, sin=0).
-    Angles are computed in fp32 and cast at the end.
-    """
-    half = head_dim // 2
-    rotated = int(round(rotary_fraction * half))
-    inv_freq = theta ** (-torch.arange(0, half, device=positions.device, dtype=torch.float32) * 2 / head_dim)
-    if rotated < half:
-        inv_freq = torch.where(torch.arange(half, device=positions.device) < rotated, inv_freq, 0.0)
-    freqs = positions.to(torch.float32)[..., None] * inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)

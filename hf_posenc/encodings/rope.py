@@ -4,7 +4,34 @@ from __future__ import annotations
 import torch
 
 from ..registry import register_encoding
-from .base import ModelSpec, Option, PositionalEncoding, positive, rope_cos_sin
+from .base import ModelSpec, Option, PositionalEncoding, positive
+
+
+def rope_inv_freq(head_dim: int, theta: float, partial_rotary_factor: float = 1.0) -> torch.Tensor:
+    """Inverse frequencies [head_dim // 2] (fp32), as transformers computes them.
+
+    With ``partial_rotary_factor < 1`` the first ``int(head_dim * factor) // 2`` pairs rotate with
+    frequencies over that rotary dimension (transformers' convention); the other pairs get 0.
+    """
+    dim = int(head_dim * partial_rotary_factor)
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    return pad_inv_freq(inv, head_dim)
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype, scaling: float = 1.0):
+    """positions [..., L], inv_freq [head_dim // 2] -> cos, sin [..., L, head_dim] in the half-split layout.
+
+    Angles in fp32, one cast at the end (the same operations as transformers' rotary modules).
+    """
+    freqs = positions[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+def pad_inv_freq(inv_freq: torch.Tensor, head_dim: int) -> torch.Tensor:
+    out = torch.zeros(head_dim // 2, dtype=torch.float32)
+    out[: inv_freq.numel()] = inv_freq.float().cpu()
+    return out
 
 
 @register_encoding("rope")
@@ -30,17 +57,30 @@ class Rope(PositionalEncoding):
         super().__init__(spec, **options)
         if spec.head_dim % 2:
             raise ValueError(f"rope needs an even head dimension, this model has {spec.head_dim}")
+        # Plain attributes, not buffers: model.to(bf16) must not round frequencies.
+        self.set_scaling(rope_inv_freq(spec.head_dim, self.options["theta"], self.options["partial_rotary_factor"]))
+
+    def set_scaling(self, inv_freq: torch.Tensor, attention_scaling: float = 1.0) -> None:
+        """Use these inverse frequencies [head_dim // 2] and cos/sin multiplier (context extension)."""
+        self._inv_freq = pad_inv_freq(inv_freq, self.spec.head_dim)
+        self.attention_scaling = float(attention_scaling)
+
+    def inv_freq(self, device) -> torch.Tensor:
+        if self._inv_freq.device != torch.device(device):
+            self._inv_freq = self._inv_freq.to(device)
+        return self._inv_freq
 
     def matches_native(self) -> bool:
         """True when the model's own rotary module computes exactly this encoding."""
         s = self.spec
         return (
             s.native == "rotary"
+            and s.rope_type == "default"
             and s.rope_theta == self.options["theta"]
             and s.partial_rotary_factor == self.options["partial_rotary_factor"]
         )
 
-    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype):
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype, inv_freq: torch.Tensor | None = None):
         """positions [..., L] -> cos, sin [..., L, head_dim]."""
-        return rope_cos_sin(positions, self.spec.head_dim, self.options["theta"],
-                            self.options["partial_rotary_factor"], dtype)
+        inv = self.inv_freq(positions.device) if inv_freq is None else inv_freq
+        return rope_cos_sin(positions, inv, dtype, self.attention_scaling)
