@@ -11,6 +11,7 @@ from . import attention  # noqa: E402,F401  (register attention functions)
 from .encodings.base import ModelSpec, Option, PositionalEncoding  # noqa: E402
 from .patching import apply_posenc, get_posenc, remove_posenc  # noqa: E402
 from .registry import list_encodings, list_families, register_encoding, register_family  # noqa: E402
+from .extension import extend_context, list_methods  # noqa: E402
 from .serialization import PosEncCheckpointError, from_pretrained, install_plain_load_guard  # noqa: E402
 
 install_plain_load_guard()
@@ -21,6 +22,8 @@ __all__ = [
     "remove_posenc",
     "get_posenc",
     "from_pretrained",
+    "extend_context",
+    "list_methods",
     "PosEncCheckpointError",
     "list_encodings",
     "list_families",

@@ -147,3 +147,40 @@ def partial_rotary_factor(config) -> float:
 
 def pretrained_submodels(model: torch.nn.Module) -> list[PreTrainedModel]:
     return [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+
+
+def scaled_rope_inv_freq(
+    rope_type: str, *, head_dim: int, num_heads: int, theta: float, partial_rotary_factor: float,
+    max_length: int, original_max_length: int, params: dict, seq_len: int | None = None,
+) -> tuple[torch.Tensor, float]:
+    """(inv_freq, attention_factor) of one of transformers' RoPE scalings, computed by
+    transformers' own ``ROPE_INIT_FUNCTIONS`` from a stand-in Llama config.
+
+    ``original_max_position_embeddings`` is set explicitly: left out, transformers would
+    default it to the new maximum and silently change the scaling.
+    """
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope_parameters = {"rope_type": rope_type, "rope_theta": theta, **params}
+    if rope_type in ("yarn", "llama3", "longrope"):
+        rope_parameters["original_max_position_embeddings"] = original_max_length
+    elif rope_type == "dynamic":  # transformers' dynamic NTK reads the trained length from here
+        max_length = original_max_length
+    if partial_rotary_factor != 1.0:
+        rope_parameters["partial_rotary_factor"] = partial_rotary_factor
+    config = LlamaConfig(hidden_size=head_dim * num_heads, num_attention_heads=num_heads,
+                         num_key_value_heads=num_heads, head_dim=head_dim, max_position_embeddings=max_length,
+                         rope_parameters=rope_parameters, num_hidden_layers=1, intermediate_size=1, vocab_size=1,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    kwargs = {"seq_len": seq_len} if seq_len is not None else {}
+    inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[rope_type](config, device=None, **kwargs)
+    return inv_freq.float(), float(attention_factor)
+
+
+def original_max_length(config) -> int | None:
+    """The pretraining length recorded by transformers (rope scaling) or max_position_embeddings."""
+    params = getattr(config, "rope_parameters", None)
+    if isinstance(params, dict) and params.get("original_max_position_embeddings"):
+        return int(params["original_max_position_embeddings"])
+    return getattr(config, "max_position_embeddings", None)

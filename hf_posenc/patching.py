@@ -134,9 +134,10 @@ class PosEncController(nn.Module):
 
     def max_length(self) -> int | None:
         """The longest input the patched model accepts (``None``: no limit)."""
-        if self.extension is not None and self.encoding.max_length() is None:
-            return None
-        return self.encoding.max_length()
+        limit = self.encoding.max_length()
+        if limit is not None and self.extension is not None:
+            return self.extension["max_length"]  # a grown table
+        return limit
 
     def attention_name_for(self, requested: str) -> str:
         if not self.needs_attention or requested in compat.NATIVE_FOR:

@@ -68,41 +68,53 @@ def from_pretrained(path_or_id: str, auto_class=None, **kwargs: Any):
         model, info = auto_class.from_pretrained(path_or_id, config=config, use_safetensors=True,
                                                  ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
     apply_posenc(model, block["encoding"], **block.get("options", {}))
-    tensors = _read_posenc_tensors(path_or_id, hub)
+    ext = block.get("extension")
+    if ext:
+        from .extension import extend_context
+
+        extend_context(model, ext["method"], factor=ext["factor"], original_max_length=ext["original_max_length"],
+                       **ext.get("params", {}))
+    # Tensors transformers could not place (ours, and native tables the patch resized) come from the files.
+    wanted = {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", [])}
+    ours, native = _read_tensors(path_or_id, hub, wanted)
     controller = get_posenc(model)
-    result = controller.load_state_dict(tensors, strict=False)
+    result = controller.load_state_dict(ours, strict=False)
     problems = list(result.missing_keys) + list(result.unexpected_keys)
     if problems:
         raise PosEncCheckpointError(f"hf_posenc tensors in {path_or_id} do not match the patched model: {problems}")
-    _check_loading_info(model, info, tensors)
+    if native:
+        model.load_state_dict(native, strict=False)
+    _check_loading_info(model, info, native)
     return model
 
 
-def _read_posenc_tensors(path_or_id: str, hub: dict) -> dict[str, torch.Tensor]:
-    """``hf_posenc.*`` tensors of a checkpoint, keyed relative to the controller."""
+def _read_tensors(path_or_id: str, hub: dict, wanted: set[str]):
+    """``hf_posenc.*`` tensors of a checkpoint (keyed relative to the controller) and the ``wanted`` keys."""
     files = []
     index = cached_file(path_or_id, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
                         **hub)
     if index is not None:
         with open(index) as f:
             weight_map = json.load(f)["weight_map"]
-        names = sorted({file for key, file in weight_map.items() if PREFIX in key})
+        names = sorted({file for key, file in weight_map.items() if PREFIX in key or key in wanted})
         files = [cached_file(path_or_id, name, **hub) for name in names]
     else:
         single = cached_file(path_or_id, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub)
         if single is None:
             raise PosEncCheckpointError(f"{path_or_id} has no safetensors weights; hf_posenc loads safetensors only")
         files = [single]
-    tensors = {}
+    ours, native = {}, {}
     for file in files:
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
                 if PREFIX in key:
-                    tensors[key.split(PREFIX, 1)[1]] = f.get_tensor(key)
-    return tensors
+                    ours[key.split(PREFIX, 1)[1]] = f.get_tensor(key)
+                elif key in wanted:
+                    native[key] = f.get_tensor(key)
+    return ours, native
 
 
-def _check_loading_info(model, info: dict, tensors: dict) -> None:
+def _check_loading_info(model, info: dict, loaded: dict) -> None:
     """Every missing or mismatched weight must be explained by the patch (nothing random stays)."""
     controller = get_posenc(model)
     replaced = {name for _, name, _ in controller._replaced}
@@ -112,7 +124,8 @@ def _check_loading_info(model, info: dict, tensors: dict) -> None:
     unexplained = [k for k in info.get("missing_keys", [])
                     if k.rsplit(".", 2)[-2] not in replaced and PREFIX not in k]
     unexplained += [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", [])
-                    if (k[0] if isinstance(k, tuple) else k).rsplit(".", 2)[-2] not in replaced]
+                    if (k[0] if isinstance(k, tuple) else k).rsplit(".", 2)[-2] not in replaced
+                    and (k[0] if isinstance(k, tuple) else k) not in loaded]
     if unexplained:
         raise PosEncCheckpointError(f"checkpoint does not match the model beyond the positional patch: {unexplained}")
 

@@ -1,0 +1,141 @@
+"""Extensions that compute attention themselves: dynamic NTK and Self-Extend.
+
+Both keep keys *unrotated* in the KV cache and rotate them at attention time, so every
+decoding step sees exactly what a full forward would: that is what makes them correct with
+the cache (transformers' own dynamic NTK rotates keys before caching, so keys cached before
+a rescale keep stale frequencies).
+
+Positions are raw cache indices, like every in-attention encoding here.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import compat
+from ..encodings.base import apply_rotary
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+def _chunk_mask(mask, is_causal, q_pos, k_pos, a, b):
+    """The [.., b-a, K] slice of the attention mask for query rows a..b (bool or float)."""
+    if mask is not None:
+        return mask[..., a:b, :]
+    if is_causal:
+        return (k_pos[None, :] <= q_pos[a:b, None])[None, None]
+    return None
+
+
+def _is_eager(native_fn) -> bool:
+    return native_fn is not compat.native_sdpa()
+
+
+# ---------------------------------------------------------------------- dynamic NTK
+def dynamic_inv_freq(controller, length: int, device) -> torch.Tensor:
+    """Inverse frequencies of dynamic NTK for sequences of ``length`` tokens (memoised per length)."""
+    ext, enc = controller.extension, controller.encoding
+    cache = controller.__dict__.setdefault("_dynamic_inv_freq", {})
+    if length not in cache:
+        if length <= ext["original_max_length"]:
+            inv = enc.inv_freq(device)
+        else:
+            spec, opts = enc.spec, enc.options
+            inv, _ = compat.scaled_rope_inv_freq(
+                "dynamic", head_dim=spec.head_dim, num_heads=spec.num_heads, theta=opts["theta"],
+                partial_rotary_factor=opts["partial_rotary_factor"], max_length=length,
+                original_max_length=ext["original_max_length"], params={"factor": ext["factor"]}, seq_len=length)
+            inv = torch.cat([inv, inv.new_zeros(spec.head_dim // 2 - inv.numel())])
+        cache[length] = inv
+    return cache[length].to(device)
+
+
+def dynamic_ntk_attention(controller, module, layer_idx, query, key, value, mask, is_causal, native_fn, **kwargs):
+    """Dynamic NTK with per-query frequencies.
+
+    A query at raw position p uses the NTK base for length ``ell(p) = max(L, ceil((p+1)/g)*g)``
+    (transformers' dynamic formula; L the trained length, g the granularity), and the keys it
+    attends to are rotated with the same base. Rows up to L are plain RoPE. Because a row's base
+    depends only on its own position, incremental decoding equals a full forward.
+    query [B, H, Q, D], key/value [B, Hkv, K, D].
+    """
+    ext = controller.extension
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    start = controller.query_start(q_len, k_len)
+    start = int(start)  # bucket boundaries are Python ints (dynamic is not a compile target)
+    device = query.device
+    q_pos = torch.arange(q_len, device=device) + start
+    k_pos = torch.arange(k_len, device=device)
+    enc = controller.encoding
+    gran, trained = ext["params"]["granularity"], ext["original_max_length"]
+    outs, weights = [], []
+    a = 0
+    while a < q_len:
+        p = start + a
+        ell = max(trained, math.ceil((p + 1) / gran) * gran)
+        b = min(q_len, ell - start)  # rows sharing this base
+        inv = dynamic_inv_freq(controller, ell, device)
+        cq, sq = enc.cos_sin(q_pos[a:b], query.dtype, inv_freq=inv)
+        ck, sk = enc.cos_sin(k_pos, key.dtype, inv_freq=inv)
+        out, w = native_fn(module, apply_rotary(query[:, :, a:b], cq, sq), apply_rotary(key, ck, sk), value,
+                           _chunk_mask(mask, is_causal, q_pos, k_pos, a, b), **kwargs)
+        outs.append(out)
+        weights.append(w)
+        a = b
+    attn_weights = torch.cat(weights, dim=2) if weights[0] is not None else None
+    return torch.cat(outs, dim=1), attn_weights
+
+
+# ---------------------------------------------------------------------- Self-Extend
+SELF_EXTEND_CHUNK = 512
+
+
+def self_extend_attention(controller, module, layer_idx, query, key, value, mask, is_causal, native_fn,
+                          scaling=None, dropout=0.0, **kwargs):
+    """Self-Extend (Jin et al., 2024): grouped attention without training.
+
+    Keys within ``window`` tokens of a query use exact relative positions; farther keys use
+    grouped positions ``floor(j / G)`` with queries at ``floor(i / G) + window - floor(window / G)``,
+    so the largest relative position stays within the trained range. Computed in query chunks
+    of 512 rows ([B, H, 512, K] scores at a time). Returns ([B, Q, H, D], probs or None).
+    """
+    ext = controller.extension["params"]
+    window, group = ext["window"], ext["group_size"]
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    device, dtype = query.device, query.dtype
+    q_pos = torch.arange(q_len, device=device) + controller.query_start(q_len, k_len)
+    k_pos = torch.arange(k_len, device=device)
+    enc = controller.encoding
+    n_rep = query.shape[1] // key.shape[1]
+    ck, sk = enc.cos_sin(k_pos, dtype)
+    k_near = _repeat_kv(apply_rotary(key, ck, sk), n_rep)
+    ck, sk = enc.cos_sin(torch.div(k_pos, group, rounding_mode="floor"), dtype)
+    k_far = _repeat_kv(apply_rotary(key, ck, sk), n_rep)
+    v = _repeat_kv(value, n_rep)
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    shift = window - window // group
+    neg = torch.finfo(torch.float32).min
+    outs, probs_all = [], []
+    for a in range(0, q_len, SELF_EXTEND_CHUNK):
+        b = min(q_len, a + SELF_EXTEND_CHUNK)
+        qp = q_pos[a:b]
+        cq, sq = enc.cos_sin(qp, dtype)
+        near = apply_rotary(query[:, :, a:b], cq, sq) @ k_near.transpose(-1, -2)
+        cq, sq = enc.cos_sin(torch.div(qp, group, rounding_mode="floor") + shift, dtype)
+        far = apply_rotary(query[:, :, a:b], cq, sq) @ k_far.transpose(-1, -2)
+        use_near = (qp[:, None] - k_pos[None, :]) < window
+        scores = torch.where(use_near, near, far).float() * scaling
+        chunk_mask = _chunk_mask(mask, is_causal, q_pos, k_pos, a, b)
+        if chunk_mask is not None:
+            scores = torch.where(chunk_mask, scores, neg) if chunk_mask.dtype == torch.bool \
+                else (scores + chunk_mask.float()).clamp(min=neg)
+        probs = scores.softmax(dim=-1).to(dtype)
+        probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+        outs.append((probs @ v).transpose(1, 2))
+        if _is_eager(native_fn):
+            probs_all.append(probs)
+    return torch.cat(outs, dim=1).contiguous(), (torch.cat(probs_all, dim=2) if probs_all else None)
