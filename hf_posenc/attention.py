@@ -2,31 +2,151 @@
 
 transformers' attention modules look their attention function up by the name in their
 config. A patched model's config names one of these; each applies the layer's in-attention
-encoding (rotary q/k, score bias) and then calls transformers' own sdpa or the model file's
-own eager function, so masks, GQA, dropout and ``output_attentions`` behave as usual.
+encoding and then calls transformers' own sdpa or the model file's own eager function, so
+masks, GQA, dropout and ``output_attentions`` behave as usual.
+
+Paths for score biases (``controller.attention_path``):
+
+* ``fused`` (causal ALiBi): the bias rides in two extra q/k dimensions, no bias tensor at all,
+  so SDPA keeps its fused causal kernel. Within a row, -m (i - j) equals m (j - r) up to a
+  per-row constant that softmax ignores; t = j - r is split as 256 h + l so both parts are
+  exact integers even in bf16/fp16 (for |t| < 65536), and the slope goes on the query side.
+* ``bias``: the bias is materialised as an additive float mask [1|B, H, Q, K] (built once per
+  forward and shared by all layers when it is layer-independent).
+* ``chunked``: the same, in query chunks: O(H * chunk * K) memory instead of O(H * Q * K).
+
+``auto`` (default) picks ``fused`` where it applies, else ``bias`` below ``chunk_threshold``
+bias elements and ``chunked`` above.
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from . import compat
+from .encodings.base import apply_rotary
 from .patching import LINK_ATTR
+
+
+def merge_bias(mask, bias, is_causal, q_pos, k_pos, dtype):
+    """One additive float mask from a transformers mask and a score bias [1, H, Q, K] (fp32).
+
+    mask: None (causal or full attention implied), bool [B, 1, Q, K] (True = keep) or float
+    (0 / large negative). Maths in fp32, one cast at the end; masked entries get dtype's min.
+    """
+    neg = torch.finfo(dtype).min
+    if mask is None:
+        if is_causal:
+            keep = k_pos[None, :] <= q_pos[:, None]
+            bias = bias.masked_fill(~keep, neg)
+    elif mask.dtype == torch.bool:
+        bias = torch.where(mask, bias, neg)
+    else:
+        bias = (mask.float() + bias).clamp(min=neg)
+    return bias.to(dtype)
+
+
+def _positions(controller, q_len, k_len, device):
+    q_pos = torch.arange(q_len, device=device) + controller.query_start(q_len, k_len)
+    return q_pos, torch.arange(k_len, device=device)
+
+
+def _memo(controller, key, build):
+    """Per-forward memo for layer-independent tensors (inference only: a checkpointed layer
+    must recompute exactly what it computed, and compiled graphs must not mutate dicts)."""
+    if torch.is_grad_enabled() or compat.is_compiling():
+        return build()
+    memo = controller._memo
+    if key not in memo:
+        memo[key] = build()
+    return memo[key]
+
+
+def _rotate(controller, query, key, q_pos, k_pos):
+    # Within one forward every layer has the same positions: memo keys need only the lengths.
+    enc = controller.encoding
+    cq, sq = _memo(controller, ("rot_q", q_pos.shape[0], k_pos.shape[0], query.dtype),
+                   lambda: enc.cos_sin(q_pos, query.dtype))
+    ck, sk = _memo(controller, ("rot_k", k_pos.shape[0], key.dtype), lambda: enc.cos_sin(k_pos, key.dtype))
+    return apply_rotary(query, cq, sq), apply_rotary(key, ck, sk)
+
+
+def _fused_alibi(controller, module, query, key, value, mask, q_pos, k_pos, fn, kwargs):
+    """Causal ALiBi as two extra q/k dimensions (see the module docstring)."""
+    scaling = kwargs.get("scaling")
+    if scaling is None:  # the head dimension grows by 2: keep the original default scale
+        scaling = query.shape[-1] ** -0.5
+    kwargs = {**kwargs, "scaling": scaling}
+    slopes = controller.encoding.slopes(query.device)  # fp32 [H]
+    t = k_pos - q_pos[-1]  # <= 0 up to the last query; later static-cache slots are masked
+    lo, hi = torch.remainder(t, 256), torch.div(t, 256, rounding_mode="floor")
+    k_extra = torch.stack((lo, hi), dim=-1).to(key.dtype)  # [K, 2] exact integers
+    q_extra = (torch.stack((slopes, 256 * slopes), dim=-1) / scaling).to(query.dtype)  # [H, 2]
+    b, h, q_len, d = query.shape
+    query = torch.cat((query, q_extra[None, :, None, :].expand(b, h, q_len, 2)), dim=-1)
+    key = torch.cat((key, k_extra.expand(*key.shape[:2], -1, 2)), dim=-1)
+    value = F.pad(value, (0, 2))
+    out, weights = fn(module, query, key, value, mask, **kwargs)
+    return out[..., :d].contiguous(), weights
+
+
+def _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, dtype):
+    enc = controller.encoding
+    build = lambda: merge_bias(mask, enc.bias(q_pos, k_pos, layer_idx), is_causal, q_pos, k_pos, dtype)  # noqa: E731
+    if not enc.layer_independent():
+        return build()
+    return _memo(controller, ("bias", id(mask), q_pos.shape[0], k_pos.shape[0], dtype), build)
+
+
+def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs):
+    """Score-bias attention in query chunks: [B, H, chunk, K] biases at a time."""
+    chunk = max(1, controller.chunk_size or controller.chunk_threshold // (query.shape[1] * key.shape[-2]))
+    outs, weights = [], []
+    for a in range(0, query.shape[-2], chunk):
+        b = min(query.shape[-2], a + chunk)
+        sub_mask = mask[..., a:b, :] if mask is not None else None
+        bias = controller.encoding.bias(q_pos[a:b], k_pos, layer_idx)
+        sub = merge_bias(sub_mask, bias, is_causal, q_pos[a:b], k_pos, query.dtype)
+        out, w = fn(module, query[:, :, a:b], key, value, sub, **kwargs)
+        outs.append(out)
+        weights.append(w)
+    return torch.cat(outs, dim=1), (torch.cat(weights, dim=2) if weights[0] is not None else None)
+
+
+def attend(controller, module, layer_idx, query, key, value, mask, is_causal, fn, **kwargs):
+    """query [B, H, Q, D], key/value [B, Hkv, K, D] -> ([B, Q, H, D], probs | None)."""
+    q_pos, k_pos = _positions(controller, query.shape[-2], key.shape[-2], query.device)
+    if controller.rotate_in_attention:
+        query, key = _rotate(controller, query, key, q_pos, k_pos)
+    enc = controller.encoding
+    if enc.kind != "bias":
+        return fn(module, query, key, value, mask, **kwargs)
+    path = controller.attention_path
+    if path in ("auto", "fused") and getattr(enc, "supports_fused", False) and is_causal and query.shape[-2] > 1:
+        return _fused_alibi(controller, module, query, key, value, mask, q_pos, k_pos, fn, kwargs)
+    if path == "fused":
+        raise ValueError(f"the fused path needs causal ALiBi; use 'auto', 'bias' or 'chunked' for {enc.name!r}")
+    size = query.shape[1] * query.shape[-2] * key.shape[-2]
+    if path == "chunked" or (path == "auto" and size > controller.chunk_threshold):
+        return _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs)
+    mask = _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query.dtype)
+    return fn(module, query, key, value, mask, **kwargs)
 
 
 def _make(native: str):
     def posenc_attention(module, query, key, value, attention_mask, **kwargs):
         fn = compat.native_sdpa() if native == "sdpa" else compat.native_eager(module)
         link = module.__dict__.get(LINK_ATTR)
-        if link is not None:
-            controller, layer_idx = link
-            is_causal = kwargs.get("is_causal")
-            if is_causal is None:
-                is_causal = getattr(module, "is_causal", True)
-            if controller.custom_attention is not None:
-                return controller.custom_attention(controller, module, layer_idx, query, key, value,
-                                                   attention_mask, is_causal, fn, **kwargs)
-            query, key, attention_mask = controller.transform_attention(
-                module, layer_idx, query, key, attention_mask, is_causal
-            )
-        return fn(module, query, key, value, attention_mask, **kwargs)
+        if link is None:
+            return fn(module, query, key, value, attention_mask, **kwargs)
+        controller, layer_idx = link
+        is_causal = kwargs.get("is_causal")
+        if is_causal is None:
+            is_causal = getattr(module, "is_causal", True)
+        if controller.custom_attention is not None:
+            return controller.custom_attention(controller, module, layer_idx, query, key, value,
+                                               attention_mask, is_causal, fn, **kwargs)
+        return attend(controller, module, layer_idx, query, key, value, attention_mask, is_causal, fn, **kwargs)
 
     posenc_attention.__name__ = f"posenc_{native}_attention"
     return posenc_attention

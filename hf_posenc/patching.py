@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import compat
-from .encodings.base import PositionalEncoding, apply_rotary
+from .encodings.base import PositionalEncoding
 from .modules import AbsolutePositions, EncodingRotary, IdentityRotary
 from .registry import get_encoding_class, get_family
 
@@ -53,33 +53,18 @@ class PosEncController(nn.Module):
         # fn(controller, module, layer_idx, query, key, value, mask, is_causal, native_fn, **kwargs).
         self.custom_attention = None
         self.extension: dict | None = None
+        # How score biases are applied (see hf_posenc.attention): "auto", "fused", "bias" or "chunked";
+        # "auto" chunks queries once a bias would exceed chunk_threshold elements (H * Q * K).
+        self.attention_path = "auto"
+        self.chunk_threshold = 1 << 26
+        self.chunk_size: int | None = None
+        self._memo: dict = {}
 
     # ------------------------------------------------------------- forward-time work
     def query_start(self, q_len: int, k_len: int):
         """Raw cache index of the first query. Keys from non-static caches are contiguous and
         end at the last query; static caches return every slot, so their offset is recorded."""
         return self._static_offset if self._static_offset is not None else k_len - q_len
-
-    def transform_attention(self, module, layer_idx, query, key, attention_mask, is_causal):
-        """Apply in-attention encodings: rotate q/k and/or merge the score bias into the mask.
-
-        query [B, H, Q, D], key [B, Hkv, K, D]; positions are raw cache indices, which makes
-        relative encodings exactly invariant to left padding (queries and keys shift alike).
-        """
-        q_len, k_len = query.shape[-2], key.shape[-2]
-        device = query.device
-        q_pos = torch.arange(q_len, device=device) + self.query_start(q_len, k_len)
-        k_pos = torch.arange(k_len, device=device)
-        enc = self.encoding
-        if self.rotate_in_attention:
-            cos, sin = enc.cos_sin(q_pos, query.dtype)
-            query = apply_rotary(query, cos, sin)
-            cos, sin = enc.cos_sin(k_pos, key.dtype)
-            key = apply_rotary(key, cos, sin)
-        if enc.kind == "bias":
-            bias = enc.bias(q_pos, k_pos, layer_idx)
-            attention_mask = merge_bias(attention_mask, bias, is_causal, q_pos, k_pos, query.dtype)
-        return query, key, attention_mask
 
     def _base_pre_hook(self, base: nn.Module, args: tuple, kwargs: dict):
         bound = compat.bind_forward(base, args, kwargs)
@@ -92,6 +77,7 @@ class PosEncController(nn.Module):
         cache = compat.cache_from_call(bound)
         past = compat.cache_length(cache)
         self._static_offset = past if compat.is_slot_cache(cache) else None
+        self._memo = {}
 
         position_ids = bound.get("position_ids")
         mask = bound.get("attention_mask")
@@ -151,24 +137,6 @@ class PosEncController(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.encoding.kind}"
-
-
-def merge_bias(mask, bias, is_causal, q_pos, k_pos, dtype):
-    """One additive float mask from a transformers mask and a score bias [1, H, Q, K] (fp32).
-
-    mask: None (causal or full attention implied), bool [B, 1, Q, K] (True = keep) or float
-    (0 / large negative). Maths in fp32, one cast at the end; masked entries get dtype's min.
-    """
-    neg = torch.finfo(dtype).min
-    if mask is None:
-        if is_causal:
-            keep = k_pos[None, :] <= q_pos[:, None]
-            bias = bias.masked_fill(~keep, neg)
-    elif mask.dtype == torch.bool:
-        bias = torch.where(mask, bias, neg)
-    else:
-        bias = (mask.float() + bias).clamp(min=neg)
-    return bias.to(dtype)
 
 
 # ------------------------------------------------------------------------- public API

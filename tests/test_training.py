@@ -7,7 +7,7 @@ import torch
 
 import hf_posenc
 from conftest import DECODERS, ENCODINGS, FAMILIES, make_model, patch, tokens
-from hf_posenc.patching import merge_bias
+from hf_posenc.attention import merge_bias
 
 
 def _loss(model, ids):

@@ -41,6 +41,8 @@ class ALiBi(PositionalEncoding):
         slopes = torch.tensor(alibi_slopes(spec.num_heads), dtype=torch.float32) * self.options["slope_scale"]
         # Not a buffer: model.to(bf16) must not round the slopes; bias maths stays in fp32.
         self._slopes = slopes
+        # Causal ALiBi is rank-one per row: hf_posenc.attention folds it into q/k (no bias tensor).
+        self.supports_fused = spec.causal
 
     def slopes(self, device) -> torch.Tensor:
         if self._slopes.device != torch.device(device):

@@ -86,6 +86,10 @@ class PositionalEncoding(nn.Module):
         """Longest sequence the encoding can represent (``None``: no limit)."""
         return None
 
+    def layer_independent(self) -> bool:
+        """True when ``bias`` is the same in every layer (then it is built once per forward)."""
+        return True
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.options.items())
 

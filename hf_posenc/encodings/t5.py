@@ -56,6 +56,9 @@ class T5Bias(PositionalEncoding):
         for table in self.tables:
             nn.init.normal_(table.weight, std=o["init_std"]) if o["init_std"] > 0 else nn.init.zeros_(table.weight)
 
+    def layer_independent(self) -> bool:
+        return self.options["shared"]
+
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, layer_idx: int) -> torch.Tensor:
         """q_pos [Q], k_pos [K] -> [1, H, Q, K] fp32."""
         o = self.options
