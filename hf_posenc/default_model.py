@@ -4,7 +4,9 @@
 30 layers, 135M parameters, trained context 8192, ``rope_theta`` 1e5) as a Q4_1 GGUF file.
 transformers reads it with the ``gguf`` package and de-quantizes every weight into an ordinary
 ``LlamaForCausalLM`` (float32 unless a dtype is asked for; about 15 s on 2 CPU cores), so
-hf_posenc can run end to end with no hub download::
+hf_posenc can run end to end with no hub download. The loader also detaches transformers'
+GGUF quantizer from such a fully de-quantized model, so ``Trainer`` can train it and
+``save_pretrained`` can save it::
 
     from hf_posenc.default_model import load_model_and_tokenizer
     model, tokenizer = load_model_and_tokenizer()                       # embedded SmolLM2
@@ -12,7 +14,9 @@ hf_posenc can run end to end with no hub download::
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 from typing import Any
 
@@ -82,6 +86,32 @@ def _detach_gguf_quantizer(model) -> None:
     quantizer.remove_quantization_config(model)
 
 
+_PACKED_NOTE = "Loading a GGUF checkpoint with its weights packed"
+
+
+@contextlib.contextmanager
+def _held_packed_weights_note():
+    """Hold back transformers' note that a non-float32 GGUF load keeps its weights packed.
+
+    It is logged before loading, and is wrong for architectures that transformers de-quantizes
+    (Llama among them); the caller re-logs the held records only if weights did stay packed.
+    """
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith(_PACKED_NOTE):
+            held.append(record)
+            return False
+        return True
+
+    logger = logging.getLogger("transformers.quantizers.quantizer_gguf")
+    logger.addFilter(hold)
+    try:
+        yield held
+    finally:
+        logger.removeFilter(hold)
+
+
 def _check_gguf_installed() -> None:
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f"Loading a GGUF file needs the `gguf` package; install it with: {INSTALL_HINT}")
@@ -130,8 +160,13 @@ def load_model_and_tokenizer(
         kwargs["dtype"] = dtype
 
     tokenizer = AutoTokenizer.from_pretrained(source, **tokenizer_kwargs)
-    loaded = _resolve_auto_class(auto_class).from_pretrained(source, **kwargs)
+    with _held_packed_weights_note() as held:
+        loaded = _resolve_auto_class(auto_class).from_pretrained(source, **kwargs)
     if gguf_file is not None:
+        quantizer = getattr(loaded, "hf_quantizer", None)
+        if quantizer is not None and getattr(quantizer, "packed_modules", None):
+            for record in held:  # the note was right: weights stayed packed
+                logging.getLogger(record.name).handle(record)
         _detach_gguf_quantizer(loaded)
     loaded.eval()
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

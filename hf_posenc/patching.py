@@ -276,7 +276,7 @@ def remove_posenc(model: nn.Module) -> nn.Module:
         hook.remove()
     for parent, name, original in reversed(controller._replaced):
         if isinstance(original, nn.Module) and ref is not None:
-            original.to(device=ref.device, dtype=ref.dtype)
+            _follow_model(original, ref)
         if isinstance(original, torch.Tensor):
             parent.register_buffer(name, original.to(ref.device) if ref is not None else original, persistent=False)
         else:
@@ -292,6 +292,16 @@ def remove_posenc(model: nn.Module) -> nn.Module:
         del model.config.posenc
     delattr(base, CONTROLLER_ATTR)
     return model
+
+
+def _follow_model(module: nn.Module, ref: torch.Tensor) -> None:
+    """Bring a restored module to the model's device, and its parameters to the model's dtype
+    (buffers such as rotary ``inv_freq`` keep their own dtype, as they had before the patch)."""
+    module.to(device=ref.device)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point() and p.dtype != ref.dtype:
+                p.data = p.data.to(ref.dtype)
 
 
 def _version() -> str:

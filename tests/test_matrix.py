@@ -123,3 +123,24 @@ def test_sdpa_and_eager_agree(family, encoding, record):
         diff = max_diff(sdpa(ids).logits, eager(ids).logits)
     record(f"sdpa_vs_eager/{family}/{encoding}", diff)
     assert diff < ATOL
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_remove_restores_exactly_in_bf16(family, encoding, tmp_path):
+    """Restored modules keep their buffers' dtype (rotary inv_freq stays fp32 in a bf16 model)."""
+    make_model(family).save_pretrained(tmp_path)
+    model = type(make_model(family)).from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    ids = tokens(2, 12)
+    with torch.no_grad():
+        before = model(ids).logits
+    patch(model, encoding)
+    hf_posenc.remove_posenc(model)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)
+
+
+def test_remove_after_casting_a_patched_model_casts_restored_parameters():
+    model = patch(make_model("gpt2"), "alibi").to(torch.bfloat16)
+    hf_posenc.remove_posenc(model)
+    assert model.transformer.wpe.weight.dtype == torch.bfloat16

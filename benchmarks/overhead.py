@@ -1,0 +1,180 @@
+"""Cost of each positional encoding relative to the native model, measured in one run.
+
+For a SmolLM2-sized Llama and a GPT-2-small-sized model (random weights: speed does not
+depend on them) and each sequence length: prefill time, one decode step with a cache of that
+length, and peak memory of the prefill, for every encoding, as ratios to the native model
+(native RoPE Llama = 1.00 for the Llama rows, native GPT-2 for the GPT-2 rows). Falcon with
+``alibi=True`` under SDPA, sized like SmolLM2, is transformers' best native ALiBi: the anchor
+to beat. Times are medians of interleaved repetitions (every variant once per round), with
+min-max. Peak memory is measured in a fresh process per variant (max RSS growth).
+
+    python benchmarks/overhead.py                       # defaults below
+    python benchmarks/overhead.py --lengths 512,2048 --reps 7 --out benchmarks/RESULTS.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import hf_posenc  # noqa: E402
+
+LLAMA_VARIANTS = ["native", "rope", "nope", "alibi", "alibi:bias", "t5", "sinusoidal", "learned",
+                  "ext:linear", "ext:yarn", "ext:dynamic", "falcon-alibi"]
+GPT2_VARIANTS = ["native", "nope", "sinusoidal", "rope", "alibi", "alibi:bias", "t5"]
+
+
+def build(config_name: str, variant: str, max_len: int):
+    from transformers import FalconConfig, FalconForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, \
+        LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if variant == "falcon-alibi":
+        cfg = FalconConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+                           num_kv_heads=3, new_decoder_architecture=True, alibi=True, bias=False,
+                           max_position_embeddings=max_len, attn_implementation="sdpa")
+        return FalconForCausalLM(cfg).eval()
+    if config_name == "smollm2":
+        cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=max_len,
+                          rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                          attn_implementation="sdpa", tie_word_embeddings=True)
+        model = LlamaForCausalLM(cfg).eval()
+    else:
+        cfg = GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=max_len, attn_implementation="sdpa")
+        model = GPT2LMHeadModel(cfg).eval()
+    if variant == "native":
+        return model
+    if variant.startswith("ext:"):
+        trained = model.config.max_position_embeddings // 2
+        return hf_posenc.extend_context(model, variant[4:], factor=2.0, original_max_length=trained)
+    name, _, path = variant.partition(":")
+    hf_posenc.apply_posenc(model, name)
+    if path:
+        hf_posenc.get_posenc(model).attention_path = path
+    return model
+
+
+def prefill(model, ids):
+    with torch.no_grad():
+        return model(ids, use_cache=True)
+
+
+def time_call(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure_times(config_name, variants, lengths, reps, dtype):
+    """{(variant, L): {"prefill": [s...], "decode": [s...]}} with variants interleaved per round."""
+    max_len = max(lengths) + 8
+    models = {v: build(config_name, v, max_len).to(dtype) for v in variants}
+    out = {}
+    for length in lengths:
+        ids = torch.randint(100, 1000, (1, length))
+        nxt = torch.randint(100, 1000, (1, 1))
+        for v, m in models.items():  # warm-up
+            prefill(m, ids[:, :64])
+        for _ in range(reps):
+            for v, m in models.items():
+                rec = out.setdefault((v, length), {"prefill": [], "decode": []})
+                holder = {}
+                rec["prefill"].append(time_call(lambda: holder.setdefault("o", prefill(m, ids))))
+                cache = holder["o"].past_key_values if hasattr(holder["o"], "past_key_values") else holder["o"].cache
+                with torch.no_grad():
+                    rec["decode"].append(time_call(lambda: m(nxt, cache=cache, use_cache=True)))
+        print(f"  {config_name} L={length} done", file=sys.stderr, flush=True)
+    return out
+
+
+def peak_memory(config_name, variant, lengths, dtype) -> dict:
+    """Max-RSS growth (MiB) of a prefill at each length, in a fresh process."""
+    code = (
+        "import json, resource, sys, torch\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "from overhead import build, prefill\n"
+        f"m = build({config_name!r}, {variant!r}, {max(lengths) + 8}).to(torch.{str(dtype).split('.')[-1]})\n"
+        "prefill(m, torch.randint(100, 1000, (1, 16)))\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "out = {}\n"
+        f"for L in {sorted(lengths)}:\n"
+        "    prefill(m, torch.randint(100, 1000, (1, L)))\n"
+        "    out[L] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024\n"
+        "print(json.dumps(out))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if res.returncode != 0:
+        return {L: float("nan") for L in lengths}
+    return {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+
+
+def fmt(values, ref):
+    med = statistics.median(values) / statistics.median(ref)
+    return f"{med:.2f}x ({min(values) / statistics.median(ref):.2f}-{max(values) / statistics.median(ref):.2f})"
+
+
+def report(config_name, variants, lengths, times, memory, dtype):
+    lines = [f"### {config_name} ({str(dtype).split('.')[-1]}), ratios to native (median, min-max)", "",
+             "| variant | " + " | ".join(f"prefill {L}" for L in lengths) + " | "
+             + " | ".join(f"decode {L}" for L in lengths) + " | " + " | ".join(f"mem {L}" for L in lengths) + " |",
+             "|---" * (1 + 3 * len(lengths)) + "|"]
+    for v in variants:
+        row = [v]
+        row += [fmt(times[(v, L)]["prefill"], times[("native", L)]["prefill"]) for L in lengths]
+        row += [fmt(times[(v, L)]["decode"], times[("native", L)]["decode"]) for L in lengths]
+        for L in lengths:
+            ref = memory["native"].get(L, float("nan"))
+            row.append(f"{memory[v].get(L, float('nan')) / ref:.2f}x" if ref == ref and ref > 0 else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+    abs_row = ["native absolute"] + [f"{statistics.median(times[('native', L)]['prefill']):.3f} s" for L in lengths] \
+        + [f"{statistics.median(times[('native', L)]['decode']) * 1000:.1f} ms" for L in lengths] \
+        + [f"{memory['native'].get(L, float('nan')):.0f} MiB" for L in lengths]
+    lines.append("| " + " | ".join(abs_row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="smollm2,gpt2", help="comma list of smollm2, gpt2")
+    p.add_argument("--lengths", default="512,2048,4096,8192", help="comma list of sequence lengths")
+    p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (>= 7 for the record)")
+    p.add_argument("--variants", default=None, help="comma list (default: all for the config)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--out", default=None, help="append the markdown tables to this file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    header = (f"Run {time.strftime('%Y-%m-%d %H:%M')}: {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+              f"transformers {__import__('transformers').__version__}, hf_posenc {hf_posenc.__version__}, "
+              f"{args.reps} reps")
+    sections = [header]
+    for config_name in args.configs.split(","):
+        variants = args.variants.split(",") if args.variants else \
+            (LLAMA_VARIANTS if config_name == "smollm2" else GPT2_VARIANTS)
+        if "native" not in variants:
+            variants = ["native", *variants]
+        times = measure_times(config_name, variants, lengths, args.reps, dtype)
+        memory = {v: ({} if args.no_memory else peak_memory(config_name, v, lengths, dtype)) for v in variants}
+        sections.append(report(config_name, variants, lengths, times, memory, dtype))
+        print(sections[-1], flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n\n".join(sections) + "\n\n")
+
+
+if __name__ == "__main__":
+    main()
