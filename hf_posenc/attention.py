@@ -63,8 +63,10 @@ def _memo(controller, key, build):
 
 
 def _rotate(controller, query, key, q_pos, k_pos):
-    # Within one forward every layer has the same positions: memo keys need only the lengths.
     enc = controller.encoding
+    if hasattr(enc, "rotate"):  # encodings that transform q and k differently (e.g. xPos decay)
+        return enc.rotate(query, key, q_pos, k_pos)
+    # Within one forward every layer has the same positions: memo keys need only the lengths.
     cq, sq = _memo(controller, ("rot_q", q_pos.shape[0], k_pos.shape[0], query.dtype),
                    lambda: enc.cos_sin(q_pos, query.dtype))
     ck, sk = _memo(controller, ("rot_k", k_pos.shape[0], key.dtype), lambda: enc.cos_sin(k_pos, key.dtype))
@@ -90,10 +92,18 @@ def _fused_alibi(controller, module, query, key, value, mask, q_pos, k_pos, fn, 
     return out[..., :d].contiguous(), weights
 
 
-def _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, dtype):
-    enc = controller.encoding
-    build = lambda: merge_bias(mask, enc.bias(q_pos, k_pos, layer_idx), is_causal, q_pos, k_pos, dtype)  # noqa: E731
-    if not enc.layer_independent():
+def _bias(enc, q_pos, k_pos, layer_idx, query, key):
+    """[1|B, H, Q, K] fp32; content-dependent encodings (``needs_qk``) also see q [B,H,Q,D], k [B,Hkv,K,D]."""
+    if getattr(enc, "needs_qk", False):
+        return enc.bias(q_pos, k_pos, layer_idx, query=query, key=key)
+    return enc.bias(q_pos, k_pos, layer_idx)
+
+
+def _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key):
+    enc, dtype = controller.encoding, query.dtype
+    build = lambda: merge_bias(mask, _bias(enc, q_pos, k_pos, layer_idx, query, key), is_causal,  # noqa: E731
+                               q_pos, k_pos, dtype)
+    if not enc.layer_independent() or getattr(enc, "needs_qk", False):
         return build()
     return _memo(controller, ("bias", id(mask), q_pos.shape[0], k_pos.shape[0], dtype), build)
 
@@ -105,7 +115,7 @@ def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, 
     for a in range(0, query.shape[-2], chunk):
         b = min(query.shape[-2], a + chunk)
         sub_mask = mask[..., a:b, :] if mask is not None else None
-        bias = controller.encoding.bias(q_pos[a:b], k_pos, layer_idx)
+        bias = _bias(controller.encoding, q_pos[a:b], k_pos, layer_idx, query[:, :, a:b], key)
         sub = merge_bias(sub_mask, bias, is_causal, q_pos[a:b], k_pos, query.dtype)
         out, w = fn(module, query[:, :, a:b], key, value, sub, **kwargs)
         outs.append(out)
@@ -129,7 +139,7 @@ def attend(controller, module, layer_idx, query, key, value, mask, is_causal, fn
     size = query.shape[1] * query.shape[-2] * key.shape[-2]
     if path == "chunked" or (path == "auto" and size > controller.chunk_threshold):
         return _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs)
-    mask = _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query.dtype)
+    mask = _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key)
     return fn(module, query, key, value, mask, **kwargs)
 
 

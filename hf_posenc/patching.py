@@ -188,7 +188,9 @@ def _plan(adapter, model, encoding, controller) -> None:
     """Decide where the encoding goes: rotary q/k inside attention where the family has no rotary module."""
     kind = encoding.kind
     native_rotary = adapter.rotary_slot(model) is not None
-    controller.rotate_in_attention = kind == "rotary" and not native_rotary
+    # Rotary q/k inside attention where the family has no rotary module, or where the encoding
+    # transforms q and k differently (it defines `rotate`): cos/sin alone cannot express it.
+    controller.rotate_in_attention = kind == "rotary" and (not native_rotary or hasattr(encoding, "rotate"))
     controller.needs_attention = kind == "bias" or controller.rotate_in_attention
 
 
@@ -211,9 +213,9 @@ def _install(adapter, model, base, controller, spec) -> None:
         controller._hooks.append(layer0.register_forward_pre_hook(controller._add_absolute_hook, with_kwargs=True))
     # 2. The native rotary module: kept by a matching `rope`, else our cos/sin or the identity.
     if rot_slot is not None:
-        if kind != "rotary":
+        if kind != "rotary" or controller.rotate_in_attention:
             swap_module(controller, *rot_slot, IdentityRotary(spec.head_dim))
-        elif not enc.matches_native():
+        elif not getattr(enc, "matches_native", lambda: False)():
             swap_module(controller, *rot_slot, EncodingRotary(controller))
     # 3. Attention: link each layer to the controller and switch to our attention names.
     if controller.needs_attention:

@@ -4,8 +4,12 @@ An encoding is a small ``nn.Module`` of one of four kinds:
 
 * ``absolute`` - ``forward(position_ids[B, L]) -> [B, L, hidden]`` added to the token embeddings;
 * ``rotary``   - ``cos_sin(positions[..., L], dtype) -> (cos, sin)[..., L, head_dim]`` applied to q/k
-  in transformers' half-split (``rotate_half``) layout;
+  in transformers' half-split (``rotate_half``) layout; an encoding that transforms q and k
+  differently defines ``rotate(query, key, q_pos, k_pos) -> (query, key)`` instead (applied
+  inside attention, after the cache);
 * ``bias``     - ``bias(q_pos[Q], k_pos[K], layer_idx) -> [1, H, Q, K]`` (fp32) added to attention scores;
+  an encoding whose bias depends on content sets ``needs_qk = True`` and also receives
+  ``query=[B, H, Q, D]`` and ``key=[B, Hkv, K, D]`` (after any rotation), returning [B, H, Q, K];
 * ``none``     - nothing beyond the (causal) mask.
 
 Family adapters decide where each kind is plugged into a given model.

@@ -125,7 +125,7 @@ def _adapter(model):
 
 
 def _applicable(enc) -> list[str]:
-    if enc.kind == "rotary":
+    if enc.kind == "rotary" and hasattr(enc, "set_scaling"):
         return sorted([*ROTARY_STATIC, *ROTARY_ATTENTION, *ANY])
     if enc.name == "learned":
         return sorted(TABLE)
