@@ -79,12 +79,14 @@ def dynamic_ntk_attention(controller, module, layer_idx, query, key, value, mask
         ell = max(trained, math.ceil((p + 1) / gran) * gran)
         b = min(q_len, ell - start)  # rows sharing this base
         inv = dynamic_inv_freq(controller, ell, device)
+        k_end = min(k_len, start + b) if is_causal else k_len  # causal rows see no later keys
         cq, sq = enc.cos_sin(q_pos[a:b], query.dtype, inv_freq=inv)
-        ck, sk = enc.cos_sin(k_pos, key.dtype, inv_freq=inv)
-        out, w = native_fn(module, apply_rotary(query[:, :, a:b], cq, sq), apply_rotary(key, ck, sk), value,
-                           _chunk_mask(mask, is_causal, q_pos, k_pos, a, b), **kwargs)
+        ck, sk = enc.cos_sin(k_pos[:k_end], key.dtype, inv_freq=inv)
+        sub_mask = _chunk_mask(mask, is_causal, q_pos, k_pos[:k_end], a, b)
+        out, w = native_fn(module, apply_rotary(query[:, :, a:b], cq, sq), apply_rotary(key[:, :, :k_end], ck, sk),
+                           value[:, :, :k_end], sub_mask[..., :k_end] if sub_mask is not None else None, **kwargs)
         outs.append(out)
-        weights.append(w)
+        weights.append(nn.functional.pad(w, (0, k_len - k_end)) if w is not None else None)
         a = b
     attn_weights = torch.cat(weights, dim=2) if weights[0] is not None else None
     return torch.cat(outs, dim=1), attn_weights
@@ -123,19 +125,26 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
     for a in range(0, q_len, SELF_EXTEND_CHUNK):
         b = min(q_len, a + SELF_EXTEND_CHUNK)
         qp = q_pos[a:b]
-        cq, sq = enc.cos_sin(qp, dtype)
-        near = apply_rotary(query[:, :, a:b], cq, sq) @ k_near.transpose(-1, -2)
+        # Causal rows never see keys past the chunk's last query; exact positions are needed
+        # only in the band of `window` keys before each query.
+        k_end = min(k_len, int(qp[-1]) + 1) if is_causal else k_len
+        k_beg = max(0, int(qp[0]) - window + 1)
         cq, sq = enc.cos_sin(torch.div(qp, group, rounding_mode="floor") + shift, dtype)
-        far = apply_rotary(query[:, :, a:b], cq, sq) @ k_far.transpose(-1, -2)
-        use_near = (qp[:, None] - k_pos[None, :]) < window
-        scores = torch.where(use_near, near, far).float() * scaling
+        scores = (apply_rotary(query[:, :, a:b], cq, sq) @ k_far[:, :, :k_end].transpose(-1, -2)).float()
+        if k_beg < k_end:
+            cq, sq = enc.cos_sin(qp, dtype)
+            near = (apply_rotary(query[:, :, a:b], cq, sq) @ k_near[:, :, k_beg:k_end].transpose(-1, -2)).float()
+            in_window = (qp[:, None] - k_pos[None, k_beg:k_end]) < window
+            scores[..., k_beg:k_end] = torch.where(in_window, near, scores[..., k_beg:k_end])
+        scores = scores * scaling
         chunk_mask = _chunk_mask(mask, is_causal, q_pos, k_pos, a, b)
         if chunk_mask is not None:
+            chunk_mask = chunk_mask[..., :k_end]
             scores = torch.where(chunk_mask, scores, neg) if chunk_mask.dtype == torch.bool \
                 else (scores + chunk_mask.float()).clamp(min=neg)
         probs = scores.softmax(dim=-1).to(dtype)
         probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-        outs.append((probs @ v).transpose(1, 2))
+        outs.append((probs @ v[:, :, :k_end]).transpose(1, 2))
         if _is_eager(native_fn):
-            probs_all.append(probs)
+            probs_all.append(nn.functional.pad(probs, (0, k_len - k_end)))
     return torch.cat(outs, dim=1).contiguous(), (torch.cat(probs_all, dim=2) if probs_all else None)
