@@ -1,11 +1,11 @@
 """The ``hf-posenc`` command line.
 
     hf-posenc list            # the registered positional encodings
+    hf-posenc demo            # the main job: context extension on the embedded SmolLM2
+    hf-posenc eval ...        # perplexity by length and pass-key retrieval, variants side by side
+    hf-posenc compare ...     # train one small model per encoding, compare lengths (the seed's A/B)
+    hf-posenc finetune ...    # switch or extend, then fine-tune (accelerate)
     hf-posenc --help
-
-``eval``, ``compare``, ``demo`` and ``finetune`` are reserved for later releases: they exit
-with status 2 and say so. hf_posenc (and so torch and transformers) is imported only when a
-command needs it, so ``--help`` is fast.
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import os
 import sys
 from typing import Sequence
 
-PLANNED = {
-    "eval": "evaluate a model with a given positional encoding (planned)",
-    "compare": "compare several positional encodings on one model (planned)",
-    "demo": "run a short end-to-end demonstration (planned)",
-    "finetune": "fine-tune a model after switching its positional encoding (planned)",
+# name -> (module with add_arguments(parser) and run(args), help)
+COMMANDS = {
+    "demo": ("hf_posenc.demo", "the main job: no extension vs YaRN/NTK/Self-Extend on the embedded SmolLM2"),
+    "eval": ("hf_posenc.evaluation.command", "perplexity by length and pass-key retrieval of model variants"),
+    "compare": ("hf_posenc.compare", "train one small model per encoding from scratch and compare lengths"),
+    "finetune": ("hf_posenc.training", "switch or extend a model's encoding, then fine-tune it (accelerate)"),
 }
 
 
@@ -53,9 +54,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_planned(args: argparse.Namespace) -> int:
-    print(f"hf-posenc {args.command}: not implemented yet (planned for a later release)", file=sys.stderr)
-    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,17 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON object name -> description")
     p.set_defaults(func=cmd_list)
 
-    for name, text in PLANNED.items():
-        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}. Not implemented yet.")
-        p.set_defaults(func=cmd_planned, planned=True)
+    import importlib
+
+    for name, (module_name, text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        if hasattr(module, "add_arguments"):
+            p = sub.add_parser(name, help=text)
+            module.add_arguments(p)
+            p.set_defaults(func=module.run)
+        else:  # a command with its own parser (`main(argv)`): hand it every argument, --help included
+            p = sub.add_parser(name, help=text, add_help=False)
+            p.add_argument("argv", nargs=argparse.REMAINDER)
+            p.set_defaults(func=lambda a, _m=module: _m.main(a.argv))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "planned", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2

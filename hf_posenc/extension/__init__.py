@@ -48,7 +48,8 @@ ROTARY_STATIC = {
 }
 ROTARY_ATTENTION = {
     "dynamic": {"granularity": Option(int, 64, "positions per dynamic-NTK frequency update")},
-    "self_extend": {"window": Option(int, 512, "neighbour window with exact positions"),
+    "self_extend": {"window": Option(int, None, "neighbour window with exact positions (default: "
+                                                  "min(512, trained length / 4))"),
                     "group_size": Option(int, None, "group size (default: smallest that covers max_length)")},
 }
 TABLE = {"interpolate": {}, "tile": {}}
@@ -88,6 +89,12 @@ def extend_context(model: nn.Module, method: str, *, factor: float | None = None
             f"this model already uses transformers' {enc.spec.rope_type!r} RoPE scaling; hf_posenc will not "
             f"silently replace it. Extend a model without rope scaling, or use it as it is"
         )
+    if enc.kind == "rotary" and enc.spec.rotary_variants and method != "extrapolate":
+        raise ValueError(
+            f"this {enc.spec.model_type} model has separate rotary settings per layer type "
+            f"({', '.join(enc.spec.rotary_variants)}); {method!r} would give them one. Set rope_parameters per "
+            f"layer type in the config instead (transformers applies them), or use 'extrapolate'"
+        )
     opts = _validate(method, params)
     trained = opts.pop("original_max_length") or _trained_length(model, enc)
     factor, max_length = _resolve_length(trained, factor, max_length)
@@ -100,7 +107,7 @@ def extend_context(model: nn.Module, method: str, *, factor: float | None = None
         _use_encoding_rotary(model, controller)
     elif method in ROTARY_ATTENTION:
         if method == "self_extend":
-            window = opts["window"]
+            window = opts["window"] = opts["window"] or min(512, trained // 4)
             if window >= trained:
                 raise ValueError(f"self_extend window ({window}) must be smaller than the trained length ({trained})")
             if opts["group_size"] is None:
@@ -215,7 +222,7 @@ def _rotate_at_attention(model, controller) -> None:
     """Keys go into the cache unrotated; the custom attention rotates them."""
     slot = _rotary_slot(model, controller)
     if slot is not None:
-        swap_module(controller, *slot, IdentityRotary(controller.encoding.spec.head_dim))
+        swap_module(controller, *slot, IdentityRotary(controller.encoding.spec.rotary_dim))
     controller.rotate_in_attention = False
     enable_attention(model, controller)
 
@@ -228,4 +235,4 @@ def _grow_table(model, controller, method, length) -> None:
         return
     parent, name = controller.adapter.absolute_slot(model)
     old = getattr(parent, name)
-    swap_module(controller, parent, name, grown_embedding(old, grow(old.weight, length)))
+    swap_module(controller, parent, name, controller.adapter.grow_table(old, grow, length))
