@@ -78,14 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(func=module.run)
         else:  # a command with its own parser (`main(argv)`): hand it every argument, --help included
             p = sub.add_parser(name, help=text, add_help=False)
-            p.add_argument("argv", nargs=argparse.REMAINDER)
-            p.set_defaults(func=lambda a, _m=module: _m.main(a.argv))
+            p.set_defaults(func=lambda a, _m=module, _n=name: _m.main(a.passthrough, prog=f"hf-posenc {_n}"),
+                           passthrough=[])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "passthrough"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.passthrough = extra
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
