@@ -34,6 +34,11 @@ def plot_perplexity(report, path: str | os.PathLike, *, title: str | None = None
             ax.plot(*zip(*pts), marker="o", label=v.name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda y, _: f"{y:g}")  # 20 rather than 2x10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     if lengths:
         ax.set_xticks(sorted(lengths), [str(n) for n in sorted(lengths)])
     ax.set_xlabel("context length (tokens)")
