@@ -110,9 +110,12 @@ def build_model(family: str, size: str, vocab_size: int, train_len: int, seed: i
 def train_one(encoding: str, data: dict, args, log) -> dict:
     import hf_posenc
 
+    from .variants import parse_variant
+
+    name, options = parse_variant(encoding)
     model = build_model(args.family, args.size, len(data["tokenizer"]), args.train_len, args.seed)
     native_params = sum(p.numel() for p in model.parameters())
-    hf_posenc.apply_posenc(model, encoding, **_encoding_options(encoding))
+    hf_posenc.apply_posenc(model, name, **{**_encoding_options(name), **options})
     params = sum(p.numel() for p in model.parameters())
     model.train()
     torch.manual_seed(args.seed)
@@ -191,7 +194,7 @@ def evaluate(model, data: dict, length: int, args) -> float:
 # ----------------------------------------------------------------------------- output
 def to_markdown(results: list[dict], args) -> str:
     lengths = [str(n) for n in args.eval_lengths]
-    head = "| encoding | " + " | ".join(f"ppl @{n}" for n in lengths) + " | params (+added) | train tok/s | steps |"
+    head = "| encoding | " + " | ".join(f"ppl @{n}" for n in lengths) + " | params (change) | train tok/s | steps |"
     rows = [head, "|---" * (len(lengths) + 4) + "|"]
     for r in results:
         cells = [f"{r['perplexity'][n]:.2f}" if r["perplexity"][n] is not None else "n/a" for n in lengths]
@@ -232,7 +235,9 @@ def plot(results: list[dict], args, path: str) -> str | None:
 
 # ------------------------------------------------------------------------------- main
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--encodings", default=DEFAULT_ENCODINGS, help=f"comma list (default {DEFAULT_ENCODINGS})")
+    p.add_argument("--encodings", default=DEFAULT_ENCODINGS,
+                   help=f"comma list (default {DEFAULT_ENCODINGS}); with options, separate by ';': "
+                        "'sinusoidal:scale=0.02;alibi'")
     p.add_argument("--family", default="gpt2", choices=["gpt2", "llama", "bert"],
                    help="architecture of the models trained from scratch (bert: masked-LM objective)")
     p.add_argument("--size", default="small", choices=sorted(SIZES), help="model size: " + ", ".join(
@@ -257,9 +262,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _parse(args) -> argparse.Namespace:
     import hf_posenc
 
-    args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
+    from .variants import parse_variant
+
+    # NAME or NAME:k=v (e.g. sinusoidal:scale=0.02); ';' separates encodings that carry options
+    sep = ";" if ";" in args.encodings else ","
+    args.encodings = [e.strip() for e in args.encodings.split(sep) if e.strip()]
     known = hf_posenc.list_encodings()
-    bad = [e for e in args.encodings if e not in known]
+    bad = [e for e in args.encodings if parse_variant(e)[0] not in known]
     if bad or not args.encodings:
         raise ValueError(f"unknown encoding(s) {bad}; valid: {', '.join(known)}")
     try:
