@@ -92,32 +92,68 @@ def _fused_alibi(controller, module, query, key, value, mask, q_pos, k_pos, fn, 
     return out[..., :d].contiguous(), weights
 
 
-def _bias(enc, q_pos, k_pos, layer_idx, query, key):
-    """[1|B, H, Q, K] fp32; content-dependent encodings (``needs_qk``) also see q [B,H,Q,D], k [B,Hkv,K,D]."""
+def _bias(enc, q_pos, k_pos, layer_idx, query, key, extra):
+    """[1|B, H, Q, K] fp32; content-dependent encodings (``needs_qk``) also see q [B,H,Q,D], k [B,Hkv,K,D]
+    and the attention scaling; ``needs_positions`` ones the true query positions [B|1, Q]."""
+    kw = {}
     if getattr(enc, "needs_qk", False):
-        return enc.bias(q_pos, k_pos, layer_idx, query=query, key=key)
-    return enc.bias(q_pos, k_pos, layer_idx)
+        kw.update(query=query, key=key, scaling=extra["scaling"])
+    if getattr(enc, "needs_positions", False):
+        kw["positions"] = extra["positions"]
+    return enc.bias(q_pos, k_pos, layer_idx, **kw)
 
 
-def _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key):
+def _extra(controller, module, query, q_pos, kwargs) -> dict:
+    """What content/position-dependent biases need beyond q_pos/k_pos (see ``_bias``)."""
+    scaling = kwargs.get("scaling")
+    if scaling is None:
+        scaling = getattr(module, "scaling", None) or query.shape[-1] ** -0.5
+    positions = controller.query_positions
+    if positions is None or positions.shape[-1] != q_pos.shape[0]:  # no pre-hook ran: raw indices
+        positions = q_pos[None]
+    return {"scaling": float(scaling), "positions": positions}
+
+
+def _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key, extra):
     enc, dtype = controller.encoding, query.dtype
-    build = lambda: merge_bias(mask, _bias(enc, q_pos, k_pos, layer_idx, query, key), is_causal,  # noqa: E731
-                               q_pos, k_pos, dtype)
+    build = lambda: merge_bias(mask, _bias(enc, q_pos, k_pos, layer_idx, query, key, extra),  # noqa: E731
+                               is_causal, q_pos, k_pos, dtype)
     if not enc.layer_independent() or getattr(enc, "needs_qk", False):
         return build()
     return _memo(controller, ("bias", id(mask), q_pos.shape[0], k_pos.shape[0], dtype), build)
 
 
-def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs):
+def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs, extra):
     """Score-bias attention in query chunks: [B, H, chunk, K] biases at a time."""
     chunk = max(1, controller.chunk_size or controller.chunk_threshold // (query.shape[1] * key.shape[-2]))
     outs, weights = [], []
     for a in range(0, query.shape[-2], chunk):
         b = min(query.shape[-2], a + chunk)
         sub_mask = mask[..., a:b, :] if mask is not None else None
-        bias = _bias(controller.encoding, q_pos[a:b], k_pos, layer_idx, query[:, :, a:b], key)
+        sub_extra = {**extra, "positions": extra["positions"][:, a:b]}
+        bias = _bias(controller.encoding, q_pos[a:b], k_pos, layer_idx, query[:, :, a:b], key, sub_extra)
         sub = merge_bias(sub_mask, bias, is_causal, q_pos[a:b], k_pos, query.dtype)
         out, w = fn(module, query[:, :, a:b], key, value, sub, **kwargs)
+        outs.append(out)
+        weights.append(w)
+    return torch.cat(outs, dim=1), (torch.cat(weights, dim=2) if weights[0] is not None else None)
+
+
+def _rotate_chunks(controller, module, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs, chunk):
+    """An asymmetric rotary encoding (``rotate``) applied per query chunk, so that encodings which
+    scale q and k relative to a reference query (xPos) keep bounded magnitudes in long prefills."""
+    enc, outs, weights = controller.encoding, [], []
+    for a in range(0, query.shape[-2], chunk):
+        b = min(query.shape[-2], a + chunk)
+        q, k = enc.rotate(query[:, :, a:b], key, q_pos[a:b], k_pos)
+        if mask is not None:
+            sub = mask[..., a:b, :]
+        elif is_causal:  # a float mask: the rows no longer start at the diagonal
+            sub = merge_bias(None, q.new_zeros((1, 1, b - a, k_pos.shape[0]), dtype=torch.float32), True,
+                             q_pos[a:b], k_pos, q.dtype)
+        else:
+            sub = None
+        out, w = fn(module, q, k, value, sub, **kwargs)
         outs.append(out)
         weights.append(w)
     return torch.cat(outs, dim=1), (torch.cat(weights, dim=2) if weights[0] is not None else None)
@@ -126,9 +162,13 @@ def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, 
 def attend(controller, module, layer_idx, query, key, value, mask, is_causal, fn, **kwargs):
     """query [B, H, Q, D], key/value [B, Hkv, K, D] -> ([B, Q, H, D], probs | None)."""
     q_pos, k_pos = _positions(controller, query.shape[-2], key.shape[-2], query.device)
-    if controller.rotate_in_attention:
-        query, key = _rotate(controller, query, key, q_pos, k_pos)
     enc = controller.encoding
+    if controller.rotate_in_attention:
+        chunk = getattr(enc, "rotate_chunk", None)
+        if chunk and query.shape[-2] > chunk and enc.kind != "bias":
+            return _rotate_chunks(controller, module, query, key, value, mask, is_causal, q_pos, k_pos, fn,
+                                  kwargs, chunk)
+        query, key = _rotate(controller, query, key, q_pos, k_pos)
     if enc.kind != "bias":
         return fn(module, query, key, value, mask, **kwargs)
     path = controller.attention_path
@@ -137,9 +177,11 @@ def attend(controller, module, layer_idx, query, key, value, mask, is_causal, fn
     if path == "fused":
         raise ValueError(f"the fused path needs causal ALiBi; use 'auto', 'bias' or 'chunked' for {enc.name!r}")
     size = query.shape[1] * query.shape[-2] * key.shape[-2]
+    extra = _extra(controller, module, query, q_pos, kwargs)
     if path == "chunked" or (path == "auto" and size > controller.chunk_threshold):
-        return _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs)
-    mask = _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key)
+        return _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs,
+                        extra)
+    mask = _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key, extra)
     return fn(module, query, key, value, mask, **kwargs)
 
 

@@ -43,23 +43,28 @@ class AbsolutePositions(_ControllerRef):
 
 
 class IdentityRotary(nn.Module):
-    """Replaces a rotary module: cos = 1, sin = 0 make ``apply_rotary_pos_emb`` the identity."""
+    """Replaces a rotary module: cos = 1, sin = 0 make ``apply_rotary_pos_emb`` the identity.
+
+    ``head_dim`` is the width the family applies (its rotary_dim: partial-rotary families slice
+    that many dims). Extra arguments (Gemma3's ``layer_type``) are accepted and ignored.
+    """
 
     def __init__(self, head_dim: int):
         super().__init__()
         self.head_dim = head_dim
         self.attention_scaling = 1.0
 
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor):
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, *args, **kwargs):
         shape = (*position_ids.shape, self.head_dim)
         return (torch.ones(shape, dtype=x.dtype, device=x.device),
                 torch.zeros(shape, dtype=x.dtype, device=x.device))
 
 
 class EncodingRotary(_ControllerRef):
-    """Replaces a rotary module with the encoding's own (cos, sin) of ``position_ids``."""
+    """Replaces a rotary module with the encoding's own (cos, sin) of ``position_ids``
+    (one setting for every layer type, where a family such as Gemma3 has several)."""
 
     attention_scaling = 1.0
 
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor):
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, *args, **kwargs):
         return self._controller.encoding.cos_sin(position_ids, x.dtype)

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import compat
 from .encodings.base import PositionalEncoding
-from .modules import AbsolutePositions, EncodingRotary, IdentityRotary
+from .modules import EncodingRotary, IdentityRotary
 from .registry import get_encoding_class, get_family
 
 logger = logging.getLogger("hf_posenc")
@@ -47,6 +47,7 @@ class PosEncController(nn.Module):
         self._linked: list[nn.Module] = []
         self._wrapped_models: list[nn.Module] = []
         self._static_offset = None
+        self.query_positions = None  # [B|1, Q] true query positions (encodings with needs_positions)
         self.rotate_in_attention = False
         self.needs_attention = False
         # Set by context extensions that compute attention themselves (dynamic NTK, Self-Extend):
@@ -63,8 +64,15 @@ class PosEncController(nn.Module):
     # ------------------------------------------------------------- forward-time work
     def query_start(self, q_len: int, k_len: int):
         """Raw cache index of the first query. Keys from non-static caches are contiguous and
-        end at the last query; static caches return every slot, so their offset is recorded."""
-        return self._static_offset if self._static_offset is not None else k_len - q_len
+        end at the last query; static caches return every slot, so their offset is recorded.
+        A static sliding-window layer that has filled up (offset + Q > its K slots) returns
+        keys contiguous up to the last query again (Gemma3's local layers)."""
+        off = self._static_offset
+        if off is None:
+            return k_len - q_len
+        if isinstance(off, torch.Tensor):
+            return torch.where(off + q_len <= k_len, off, k_len - q_len)
+        return off if off + q_len <= k_len else k_len - q_len
 
     def _base_pre_hook(self, base: nn.Module, args: tuple, kwargs: dict):
         bound = compat.bind_forward(base, args, kwargs)
@@ -81,15 +89,18 @@ class PosEncController(nn.Module):
 
         position_ids = bound.get("position_ids")
         mask = bound.get("attention_mask")
+        offset = self.adapter.position_offset(base)  # RoBERTa counts positions from padding_idx + 1
         changed = False
         if (self.encoding.kind == "absolute" and position_ids is None and isinstance(mask, torch.Tensor)
                 and mask.dim() == 2):
             # Padding-aware positions, as generate() builds them: left padding does not shift them.
-            position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:]
+            position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:] + offset
             changed = True
+        if getattr(self.encoding, "needs_positions", False):
+            self.query_positions = self._true_positions(position_ids, mask, past, q_len, ref.device, offset)
         limit = self.max_length() if self.encoding.kind == "absolute" else None
         if limit is not None and not compat.is_compiling():
-            needed = int(position_ids.max()) + 1 if position_ids is not None else int(past) + q_len
+            needed = int(position_ids.max()) + 1 - offset if position_ids is not None else int(past) + q_len
             if needed > limit:
                 raise ValueError(
                     f"input needs {needed} positions but the {self.encoding.name!r} position table has {limit}; "
@@ -97,7 +108,7 @@ class PosEncController(nn.Module):
                     f"max_length=...) or switch to an encoding without a length limit"
                 )
         if not compat.is_compiling():
-            self._replaced += self.adapter.ensure_length(base, int(past) + q_len)
+            self._replaced += self.adapter.ensure_length(base, int(past) + q_len + offset)
         if not changed:
             return None
         idx = compat.positional_index(base, "position_ids")
@@ -106,6 +117,15 @@ class PosEncController(nn.Module):
         else:
             kwargs = {**kwargs, "position_ids": position_ids}
         return args, kwargs
+
+    @staticmethod
+    def _true_positions(position_ids, mask, past, q_len: int, device, offset: int) -> torch.Tensor:
+        """[B|1, Q] positions of this call's queries: given ids, else padding-aware from a 2-D mask."""
+        if position_ids is not None:
+            return position_ids.to(device) - offset
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:].to(device)
+        return (torch.arange(q_len, device=device) + past)[None]
 
     def _add_absolute_hook(self, layer: nn.Module, args: tuple, kwargs: dict):
         """Pre-hook on the first decoder layer of families without an absolute table."""
@@ -207,21 +227,23 @@ def _install(adapter, model, base, controller, spec) -> None:
 
     # 1. The native absolute table: kept by `learned`, else replaced (zeros or our addend).
     if abs_slot is not None and not getattr(enc, "native", False):
-        swap_module(controller, *abs_slot, AbsolutePositions(controller, zero=kind != "absolute", hidden_size=spec.hidden_size))
+        slot_module = adapter.absolute_positions(model, controller, zero=kind != "absolute", spec=spec)
+        swap_module(controller, *abs_slot, slot_module)
     elif abs_slot is None and kind == "absolute":
         layer0 = adapter.layers(model)[0]
         controller._hooks.append(layer0.register_forward_pre_hook(controller._add_absolute_hook, with_kwargs=True))
     # 2. The native rotary module: kept by a matching `rope`, else our cos/sin or the identity.
     if rot_slot is not None:
         if kind != "rotary" or controller.rotate_in_attention:
-            swap_module(controller, *rot_slot, IdentityRotary(spec.head_dim))
+            swap_module(controller, *rot_slot, IdentityRotary(spec.rotary_dim))
         elif not getattr(enc, "matches_native", lambda: False)():
             swap_module(controller, *rot_slot, EncodingRotary(controller))
     # 3. Attention: link each layer to the controller and switch to our attention names.
     if controller.needs_attention:
         enable_attention(model, controller)
     # 4. Per-forward bookkeeping and length checks.
-    controller._hooks.append(base.register_forward_pre_hook(controller._base_pre_hook, with_kwargs=True))
+    root = adapter.forward_root(model)
+    controller._hooks.append(root.register_forward_pre_hook(controller._base_pre_hook, with_kwargs=True))
     # 5. Config: record the patch (saved with the model; transformers' own fields stay untouched).
     record_in_config(model, controller)
 

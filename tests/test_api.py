@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import transformers
-from transformers import AttentionInterface, GPT2Model, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import AttentionInterface, GPT2Model, GPTJConfig, GPTJForCausalLM, LlamaForCausalLM
 from transformers.masking_utils import AttentionMaskInterface
 
 import hf_posenc
@@ -57,10 +57,11 @@ def test_string_options_are_coerced():
 
 
 def test_unsupported_model_type_names_it_and_lists_supported():
-    cfg = OPTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=64, vocab_size=64,
-                    word_embed_proj_dim=32, max_position_embeddings=32)
-    with pytest.raises(ValueError, match=r"model type 'opt'.*supported model types: .*gpt2.*llama"):
-        hf_posenc.apply_posenc(OPTForCausalLM(cfg), "alibi")
+    # OPT was the example until issue #9 added it; GPT-J is not supported.
+    cfg = GPTJConfig(n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=32, rotary_dim=8,
+                     bos_token_id=1, eos_token_id=2)
+    with pytest.raises(ValueError, match=r"model type 'gptj'.*supported model types: .*gpt2.*llama"):
+        hf_posenc.apply_posenc(GPTJForCausalLM(cfg), "alibi")
 
 
 def test_patching_twice_is_refused_or_replaces_cleanly():

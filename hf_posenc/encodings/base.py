@@ -3,13 +3,17 @@
 An encoding is a small ``nn.Module`` of one of four kinds:
 
 * ``absolute`` - ``forward(position_ids[B, L]) -> [B, L, hidden]`` added to the token embeddings;
-* ``rotary``   - ``cos_sin(positions[..., L], dtype) -> (cos, sin)[..., L, head_dim]`` applied to q/k
-  in transformers' half-split (``rotate_half``) layout; an encoding that transforms q and k
+* ``rotary``   - ``cos_sin(positions[..., L], dtype) -> (cos, sin)[..., L, rotary_dim]`` applied to q/k
+  in transformers' half-split (``rotate_half``) layout (partial-rotary families such as GPT-NeoX
+  and Phi rotate only the first ``rotary_dim`` dims of each head); an encoding that transforms q and k
   differently defines ``rotate(query, key, q_pos, k_pos) -> (query, key)`` instead (applied
   inside attention, after the cache);
 * ``bias``     - ``bias(q_pos[Q], k_pos[K], layer_idx) -> [1, H, Q, K]`` (fp32) added to attention scores;
   an encoding whose bias depends on content sets ``needs_qk = True`` and also receives
-  ``query=[B, H, Q, D]`` and ``key=[B, Hkv, K, D]`` (after any rotation), returning [B, H, Q, K];
+  ``query=[B, H, Q, D]``, ``key=[B, Hkv, K, D]`` (after any rotation) and ``scaling`` (the factor
+  attention applies to q.k; the bias is added after it), returning [B, H, Q, K]; one that depends
+  on the true (padding-aware) query positions sets ``needs_positions = True`` and also receives
+  ``positions=[B|1, Q]``;
 * ``none``     - nothing beyond the (causal) mask.
 
 Family adapters decide where each kind is plugged into a given model.
@@ -39,6 +43,15 @@ class ModelSpec:
     rope_theta: float | None = None
     partial_rotary_factor: float = 1.0
     rope_type: str = "default"
+    # Width of the (cos, sin) the family's attention applies: the first rotary_dim dims of each head
+    # rotate (GPT-NeoX, Phi: head_dim * partial_rotary_factor). None: head_dim.
+    rotary_dim: int | None = None
+    # Layer types with rotary settings of their own (Gemma3: sliding/full attention); () if one.
+    rotary_variants: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.rotary_dim is None:
+            object.__setattr__(self, "rotary_dim", self.head_dim)
 
 
 @dataclass(frozen=True)
@@ -127,5 +140,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, H, L, D]; cos/sin: [L, D] (or broadcastable)."""
-    return x * cos + rotate_half(x) * sin
+    """x: [B, H, L, D]; cos/sin: [L, R] (or broadcastable), R <= D: the first R dims rotate
+    (transformers' partial-rotary convention), the rest pass through."""
+    r = cos.shape[-1]
+    if r == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)

@@ -28,9 +28,16 @@ def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.d
     return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
 
 
-def pad_inv_freq(inv_freq: torch.Tensor, head_dim: int) -> torch.Tensor:
-    out = torch.zeros(head_dim // 2, dtype=torch.float32)
-    out[: inv_freq.numel()] = inv_freq.float().cpu()
+def pad_inv_freq(inv_freq: torch.Tensor, width: int) -> torch.Tensor:
+    """Inverse frequencies padded with zeros (pairs that do not rotate) to ``width // 2``.
+
+    Longer inputs may be cut to that size if only zeros are dropped."""
+    inv = inv_freq.float().cpu().flatten()
+    n = width // 2
+    if inv.numel() > n and bool(inv[n:].any()):
+        raise ValueError(f"{inv.numel()} rotary frequencies do not fit a rotary width of {width}")
+    out = torch.zeros(n, dtype=torch.float32)
+    out[: min(n, inv.numel())] = inv[:n]
     return out
 
 
@@ -57,12 +64,19 @@ class Rope(PositionalEncoding):
         super().__init__(spec, **options)
         if spec.head_dim % 2:
             raise ValueError(f"rope needs an even head dimension, this model has {spec.head_dim}")
+        rotated = int(spec.head_dim * self.options["partial_rotary_factor"])
+        if rotated > spec.rotary_dim:
+            raise ValueError(
+                f"this {spec.model_type} model rotates only the first {spec.rotary_dim} of {spec.head_dim} dims of "
+                f"each head; rope partial_rotary_factor={self.options['partial_rotary_factor']} would rotate "
+                f"{rotated} (use at most {spec.rotary_dim / spec.head_dim})"
+            )
         # Plain attributes, not buffers: model.to(bf16) must not round frequencies.
         self.set_scaling(rope_inv_freq(spec.head_dim, self.options["theta"], self.options["partial_rotary_factor"]))
 
     def set_scaling(self, inv_freq: torch.Tensor, attention_scaling: float = 1.0) -> None:
-        """Use these inverse frequencies [head_dim // 2] and cos/sin multiplier (context extension)."""
-        self._inv_freq = pad_inv_freq(inv_freq, self.spec.head_dim)
+        """Use these inverse frequencies [<= rotary_dim // 2] and cos/sin multiplier (context extension)."""
+        self._inv_freq = pad_inv_freq(inv_freq, self.spec.rotary_dim)
         self.attention_scaling = float(attention_scaling)
 
     def inv_freq(self, device) -> torch.Tensor:
@@ -81,6 +95,6 @@ class Rope(PositionalEncoding):
         )
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype, inv_freq: torch.Tensor | None = None):
-        """positions [..., L] -> cos, sin [..., L, head_dim]."""
+        """positions [..., L] -> cos, sin [..., L, rotary_dim] (the width the family applies)."""
         inv = self.inv_freq(positions.device) if inv_freq is None else inv_freq
         return rope_cos_sin(positions, inv, dtype, self.attention_scaling)

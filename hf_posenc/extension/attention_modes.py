@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import compat
 from ..encodings.base import apply_rotary
+from ..encodings.rope import pad_inv_freq
 
 
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -49,7 +50,7 @@ def dynamic_inv_freq(controller, length: int, device) -> torch.Tensor:
                 "dynamic", head_dim=spec.head_dim, num_heads=spec.num_heads, theta=opts["theta"],
                 partial_rotary_factor=opts["partial_rotary_factor"], max_length=length,
                 original_max_length=ext["original_max_length"], params={"factor": ext["factor"]}, seq_len=length)
-            inv = torch.cat([inv, inv.new_zeros(spec.head_dim // 2 - inv.numel())])
+            inv = pad_inv_freq(inv, spec.rotary_dim)
         cache[length] = inv
     return cache[length].to(device)
 
