@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--trained-length", type=int, default=None,
                    help=f"the model's trained length (default: from its config; {TRAINED} for SmolLM2)")
     p.add_argument("--trials", type=int, default=1, help="pass-key prompts per (length, depth) (default 1)")
-    p.add_argument("--depths", default="0.2,0.8", help="pass-key depths (default 0.2,0.8)")
+    p.add_argument("--depths", default="0.5", help="pass-key depths (default 0.5: one prompt per length)")
     p.add_argument("--max-documents", type=int, default=1, help="documents per length for perplexity (default 1)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"],
                    help="weights dtype (default bfloat16: ~3x faster than float32 on CPU)")
