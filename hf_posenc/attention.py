@@ -15,8 +15,9 @@ Paths for score biases (``controller.attention_path``):
   forward and shared by all layers when it is layer-independent).
 * ``chunked``: the same, in query chunks: O(H * chunk * K) memory instead of O(H * Q * K).
 
-``auto`` (default) picks ``fused`` where it applies, else ``bias`` below ``chunk_threshold``
-bias elements and ``chunked`` above.
+``auto`` (default) picks ``fused`` where it applies, else ``chunked`` for causal prefills of more
+than 4 chunks (causal chunks skip the keys after their last query: half the attention work) or
+biases over ``chunk_threshold`` elements, else ``bias``.
 """
 from __future__ import annotations
 
@@ -123,19 +124,58 @@ def _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key,
     return _memo(controller, ("bias", id(mask), q_pos.shape[0], k_pos.shape[0], dtype), build)
 
 
+def _distance_bias(controller, layer_idx, q_pos, k_pos, dtype):
+    """For encodings with ``bias_by_distance``: a function (a, b, k_end) -> [1, H, b-a, k_end] (in
+    ``dtype``, a fresh tensor) that copies each chunk out of one [H, N] vector over every distance
+    of this call (built once per forward when layer-independent), or None."""
+    enc = controller.encoding
+    if not hasattr(enc, "bias_by_distance") or getattr(enc, "needs_qk", False) \
+            or getattr(enc, "needs_positions", False):
+        return None
+    last, first = int(q_pos[-1]), int(q_pos[0])
+    lo, hi = -last, k_pos.shape[0] - 1 - first  # k_pos = 0..K-1: distances k - q span lo..hi
+    build = lambda: enc.bias_by_distance(  # noqa: E731
+        torch.arange(lo, hi + 1, device=q_pos.device), layer_idx).to(dtype)
+    vec = _memo(controller, ("dist", lo, hi, dtype), build) if enc.layer_independent() else build()
+
+    def chunk_bias(a, b, k_end):
+        # Row i needs vec[j - q_i - lo] for j < k_end: a window starting at last - q_i, which
+        # decreases with i, so take the windows of rows b-1..a and flip them into order (one copy).
+        rows = vec.unfold(1, k_end, 1)[:, last - int(q_pos[b - 1]):last - int(q_pos[a]) + 1]
+        return rows.flip(1)[None]
+    return chunk_bias
+
+
 def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs, extra):
-    """Score-bias attention in query chunks: [B, H, chunk, K] biases at a time."""
-    chunk = max(1, controller.chunk_size or controller.chunk_threshold // (query.shape[1] * key.shape[-2]))
+    """Score-bias attention in query chunks: [B, H, chunk, K'] biases at a time. Causal chunks stop
+    at their last query's key (K' <= K), which also halves the attention work of a long prefill."""
+    chunk = controller.chunk_size or (controller.causal_chunk if is_causal else
+                                      max(1, controller.chunk_threshold // (query.shape[1] * key.shape[-2])))
+    by_distance = _distance_bias(controller, layer_idx, q_pos, k_pos, query.dtype)
+    k_len = key.shape[-2]
     outs, weights = [], []
     for a in range(0, query.shape[-2], chunk):
         b = min(query.shape[-2], a + chunk)
-        sub_mask = mask[..., a:b, :] if mask is not None else None
-        sub_extra = {**extra, "positions": extra["positions"][:, a:b]}
-        bias = _bias(controller.encoding, q_pos[a:b], k_pos, layer_idx, query[:, :, a:b], key, sub_extra)
-        sub = merge_bias(sub_mask, bias, is_causal, q_pos[a:b], k_pos, query.dtype)
-        out, w = fn(module, query[:, :, a:b], key, value, sub, **kwargs)
+        k_end = min(k_len, int(q_pos[b - 1]) + 1) if is_causal else k_len
+        if by_distance is not None and mask is None:
+            # Cheapest build: one copy, and the causal mask only touches the diagonal block.
+            sub = by_distance(a, b, k_end)
+            if is_causal:
+                first = int(q_pos[a]) + 1
+                later = k_pos[None, first:k_end] > q_pos[a:b, None]
+                sub[..., first:].masked_fill_(later, torch.finfo(sub.dtype).min)
+        else:
+            sub_mask = mask[..., a:b, :k_end] if mask is not None else None
+            if by_distance is not None:
+                bias = by_distance(a, b, k_end).float()
+            else:
+                sub_extra = {**extra, "positions": extra["positions"][:, a:b]}
+                bias = _bias(controller.encoding, q_pos[a:b], k_pos[:k_end], layer_idx, query[:, :, a:b],
+                             key[:, :, :k_end], sub_extra)
+            sub = merge_bias(sub_mask, bias, is_causal, q_pos[a:b], k_pos[:k_end], query.dtype)
+        out, w = fn(module, query[:, :, a:b], key[:, :, :k_end], value[:, :, :k_end], sub, **kwargs)
         outs.append(out)
-        weights.append(w)
+        weights.append(F.pad(w, (0, k_len - k_end)) if w is not None else None)
     return torch.cat(outs, dim=1), (torch.cat(weights, dim=2) if weights[0] is not None else None)
 
 
@@ -178,7 +218,8 @@ def attend(controller, module, layer_idx, query, key, value, mask, is_causal, fn
         raise ValueError(f"the fused path needs causal ALiBi; use 'auto', 'bias' or 'chunked' for {enc.name!r}")
     size = query.shape[1] * query.shape[-2] * key.shape[-2]
     extra = _extra(controller, module, query, q_pos, kwargs)
-    if path == "chunked" or (path == "auto" and size > controller.chunk_threshold):
+    long_causal = is_causal and query.shape[-2] > 4 * controller.causal_chunk
+    if path == "chunked" or (path == "auto" and (size > controller.chunk_threshold or long_causal)):
         return _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs,
                         extra)
     mask = _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key, extra)

@@ -184,3 +184,20 @@ def original_max_length(config) -> int | None:
     if isinstance(params, dict) and params.get("original_max_position_embeddings"):
         return int(params["original_max_position_embeddings"])
     return getattr(config, "max_position_embeddings", None)
+
+
+def has_attention_with_lse(query: torch.Tensor) -> bool:
+    """Whether :func:`attention_with_lse` has a fused kernel for tensors like ``query``
+    (torch's CPU flash kernel; CUDA callers fall back to explicit scores)."""
+    return (hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+            and query.device.type == "cpu" and query.dtype in (torch.float32, torch.bfloat16, torch.float16))
+
+
+def attention_with_lse(query, key, value, bias, scale):
+    """Softmax attention that also returns the log-sum-exp of each row (check
+    :func:`has_attention_with_lse` first). query [B, H, Q, D], key/value [B, H, K, D], additive
+    bias [B|1, H|1, Q, K] -> (out [B, H, Q, D], lse [B, H, Q] float32). Rows whose keys are all
+    masked come back with output 0 and lse 0, not -inf: callers must mark them.
+    """
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    return op(query, key, value, attn_mask=bias.to(query.dtype), scale=scale)

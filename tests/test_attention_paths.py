@@ -44,12 +44,40 @@ def test_fused_alibi_half_precision_is_as_accurate_as_the_bias_path(dtype):
     assert err_fused <= 2 * err_bias + 1e-3, (err_fused, err_bias)
 
 
-@pytest.mark.parametrize("encoding", ["t5", "alibi"])
-@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("encoding", ["t5", "t5:unshared", "alibi", "kerple", "fire", "xl"])
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
 def test_chunked_equals_bias(family, encoding):
-    bias = logits_with_path(family, encoding, "bias")
-    chunked = logits_with_path(family, encoding, "chunked", chunk_size=6)
-    assert (chunked - bias).abs().max() < 2e-5
+    """Chunks copied from one distance vector (t5, alibi, kerple), built per chunk (fire, xl),
+    causal chunks cut at their last key; with and without padding."""
+    name, _, variant = encoding.partition(":")
+    opts = {"shared": False} if variant == "unshared" else {}
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[1, :7] = 0
+    for m in (None, mask):
+        outs = {}
+        for path in ("bias", "chunked"):
+            model = patch(make_model(family), name, **opts)
+            ctrl = hf_posenc.get_posenc(model)
+            ctrl.attention_path, ctrl.chunk_size = path, 6
+            with torch.no_grad():
+                outs[path] = model(tokens(2, 40), attention_mask=m).logits
+        diff = (outs["chunked"] - outs["bias"])[:, 7:] if m is not None else outs["chunked"] - outs["bias"]
+        assert diff.abs().max() < 2e-5, (m is not None, diff.abs().max())
+
+
+@pytest.mark.parametrize("encoding", ["t5", "alibi"])
+def test_chunked_continuation_with_a_cache_equals_full_forward(encoding):
+    """Chunked prefill of 20 new tokens after 30 cached ones: distances are offset by the cache."""
+    model = patch(make_model("llama"), encoding)
+    ctrl = hf_posenc.get_posenc(model)
+    ctrl.attention_path, ctrl.chunk_size = "chunked", 6
+    ids = tokens(1, 50)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = DynamicCache(config=model.config)
+        model(ids[:, :30], cache=cache)
+        part = model(ids[:, 30:], cache=cache).logits
+    assert (part - full[:, 30:]).abs().max() < 2e-5
 
 
 def test_auto_chunks_above_the_threshold_and_fuses_causal_alibi(monkeypatch):
@@ -65,10 +93,22 @@ def test_auto_chunks_above_the_threshold_and_fuses_causal_alibi(monkeypatch):
     assert calls == ["_fused_alibi"] * 2
     calls.clear()
     t5 = patch(make_model("llama"), "t5")
-    hf_posenc.get_posenc(t5).chunk_threshold = 4 * 10 * 10  # heads * Q * K
     with torch.no_grad():
-        t5(tokens(1, 30))
-    assert calls == ["_chunked"] * 2
+        t5(tokens(1, 30))  # short causal prefill, small bias: one bias tensor
+        assert calls == []
+        hf_posenc.get_posenc(t5).chunk_threshold = 4 * 10 * 10  # heads * Q * K
+        t5(tokens(1, 30))  # bias over the threshold
+        assert calls == ["_chunked"] * 2
+        calls.clear()
+        hf_posenc.get_posenc(t5).chunk_threshold = 1 << 26
+        hf_posenc.get_posenc(t5).causal_chunk = 4
+        t5(tokens(1, 30))  # causal prefill of more than 4 chunks
+        assert calls == ["_chunked"] * 2
+        calls.clear()
+        bert = patch(make_model("bert"), "t5")
+        hf_posenc.get_posenc(bert).causal_chunk = 4
+        bert(tokens(1, 30))  # not causal: no chunks to skip
+        assert calls == []
 
 
 def test_fused_path_refused_where_it_does_not_apply():

@@ -140,6 +140,28 @@ def test_self_extend_matches_a_direct_implementation_of_the_paper():
     del inv
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_self_extend_fused_path_equals_explicit_scores(family, monkeypatch):
+    """SDPA on CPU merges two fused attentions by log-sum-exp; eager builds the scores. Small chunks
+    so that queries span several chunks, rows with and without far keys, and left padding."""
+    from hf_posenc.extension import attention_modes
+
+    monkeypatch.setattr(attention_modes, "SELF_EXTEND_CHUNK", 8)
+    eager = hf_posenc.extend_context(make_model(family, "eager"), "self_extend", factor=4.0, window=8, group_size=3)
+    fused = hf_posenc.extend_context(make_model(family, "sdpa"), "self_extend", factor=4.0, window=8, group_size=3)
+    calls = []
+    monkeypatch.setattr(attention_modes.compat, "attention_with_lse",
+                        lambda *a, _f=attention_modes.compat.attention_with_lse: calls.append(1) or _f(*a))
+    ids = tokens(2, 60)
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with torch.no_grad():
+        assert max_diff(eager(ids).logits, fused(ids).logits) < 1e-5
+        a, b = eager(ids, attention_mask=mask).logits, fused(ids, attention_mask=mask).logits
+        assert max_diff(a[0, 5:], b[0, 5:]) < 1e-5 and max_diff(a[1], b[1]) < 1e-5
+    assert calls  # the fused kernel really ran
+
+
 @pytest.mark.parametrize("method", ["linear", "ntk", "yarn", "llama3", "longrope", "extrapolate"])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_static_methods_are_padding_invariant(family, method):

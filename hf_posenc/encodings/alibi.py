@@ -56,3 +56,7 @@ class ALiBi(PositionalEncoding):
         """
         dist = (q_pos[:, None] - k_pos[None, :]).abs().to(torch.float32)
         return -(self.slopes(dist.device)[:, None, None] * dist)[None]
+
+    def bias_by_distance(self, distance: torch.Tensor, layer_idx: int) -> torch.Tensor:
+        """distance [N] (key_pos - query_pos) -> [H, N] fp32."""
+        return -self.slopes(distance.device)[:, None] * distance.abs().to(torch.float32)[None]

@@ -13,7 +13,9 @@ An encoding is a small ``nn.Module`` of one of four kinds:
   ``query=[B, H, Q, D]``, ``key=[B, Hkv, K, D]`` (after any rotation) and ``scaling`` (the factor
   attention applies to q.k; the bias is added after it), returning [B, H, Q, K]; one that depends
   on the true (padding-aware) query positions sets ``needs_positions = True`` and also receives
-  ``positions=[B|1, Q]``;
+  ``positions=[B|1, Q]``; one whose bias depends on the distance ``k - q`` alone may also define
+  ``bias_by_distance(distance[N], layer_idx) -> [H, N]`` so that long inputs build their chunks by
+  copying from one vector instead of recomputing;
 * ``none``     - nothing beyond the (causal) mask.
 
 Family adapters decide where each kind is plugged into a given model.

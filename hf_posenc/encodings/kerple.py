@@ -74,3 +74,8 @@ class Kerple(PositionalEncoding):
         r1, r2 = self.coefficients(layer_idx)
         return kerple_bias(dist, r1, r2, self.options["variant"])[None]
 
+    def bias_by_distance(self, distance: torch.Tensor, layer_idx: int) -> torch.Tensor:
+        """distance [N] (key_pos - query_pos) -> [H, N] fp32."""
+        r1, r2 = self.coefficients(layer_idx)
+        return kerple_bias(distance.abs()[None], r1, r2, self.options["variant"])[:, 0]
+

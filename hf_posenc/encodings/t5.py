@@ -61,7 +61,12 @@ class T5Bias(PositionalEncoding):
 
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, layer_idx: int) -> torch.Tensor:
         """q_pos [Q], k_pos [K] -> [1, H, Q, K] fp32."""
+        rel = k_pos[None, :] - q_pos[:, None]
+        return self.bias_by_distance(rel.flatten(), layer_idx).view(-1, *rel.shape)[None]
+
+    def bias_by_distance(self, distance: torch.Tensor, layer_idx: int) -> torch.Tensor:
+        """distance [N] (key_pos - query_pos) -> [H, N] fp32."""
         o = self.options
-        buckets = t5_bucket(k_pos[None, :] - q_pos[:, None], not self.spec.causal, o["num_buckets"], o["max_distance"])
+        buckets = t5_bucket(distance, not self.spec.causal, o["num_buckets"], o["max_distance"])
         table = self.tables[0 if o["shared"] else layer_idx]
-        return table.weight.float()[buckets].permute(2, 0, 1)[None]
+        return table.weight.float()[buckets].t()

@@ -104,7 +104,9 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
     Keys within ``window`` tokens of a query use exact relative positions; farther keys use
     grouped positions ``floor(j / G)`` with queries at ``floor(i / G) + window - floor(window / G)``,
     so the largest relative position stays within the trained range. Computed in query chunks
-    of 512 rows ([B, H, 512, K] scores at a time). Returns ([B, Q, H, D], probs or None).
+    of 512 rows. With SDPA on CPU each chunk is two fused attentions (far keys, near band)
+    merged by their log-sum-exp; eager, dropout or other devices use explicit scores
+    ([B, H, 512, K] at a time). Returns ([B, Q, H, D], probs or None).
     """
     ext = controller.extension["params"]
     window, group = ext["window"], ext["group_size"]
@@ -121,7 +123,7 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
     v = _repeat_kv(value, n_rep)
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     shift = window - window // group
-    neg = torch.finfo(torch.float32).min
+    fused = not _is_eager(native_fn) and not (module.training and dropout > 0) and compat.has_attention_with_lse(query)
     outs, probs_all = [], []
     for a in range(0, q_len, SELF_EXTEND_CHUNK):
         b = min(q_len, a + SELF_EXTEND_CHUNK)
@@ -131,16 +133,24 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
         k_end = min(k_len, int(qp[-1]) + 1) if is_causal else k_len
         k_beg = max(0, int(qp[0]) - window + 1)
         cq, sq = enc.cos_sin(torch.div(qp, group, rounding_mode="floor") + shift, dtype)
-        scores = (apply_rotary(query[:, :, a:b], cq, sq) @ k_far[:, :, :k_end].transpose(-1, -2)).float()
+        q_far = apply_rotary(query[:, :, a:b], cq, sq)
+        cq, sq = enc.cos_sin(qp, dtype)
+        q_near = apply_rotary(query[:, :, a:b], cq, sq)
+        chunk_mask = _chunk_mask(mask, is_causal, q_pos, k_pos, a, b)
+        chunk_mask = chunk_mask[..., :k_end] if chunk_mask is not None else None
+        if fused:
+            out = _self_extend_fused(q_near, q_far, k_near, k_far, v, qp, k_pos, k_beg, k_end, window, chunk_mask,
+                                     scaling)
+            outs.append(out.to(dtype).transpose(1, 2))
+            continue
+        scores = (q_far @ k_far[:, :, :k_end].transpose(-1, -2)).float()
         if k_beg < k_end:
-            cq, sq = enc.cos_sin(qp, dtype)
-            near = (apply_rotary(query[:, :, a:b], cq, sq) @ k_near[:, :, k_beg:k_end].transpose(-1, -2)).float()
+            near = (q_near @ k_near[:, :, k_beg:k_end].transpose(-1, -2)).float()
             in_window = (qp[:, None] - k_pos[None, k_beg:k_end]) < window
             scores[..., k_beg:k_end] = torch.where(in_window, near, scores[..., k_beg:k_end])
         scores = scores * scaling
-        chunk_mask = _chunk_mask(mask, is_causal, q_pos, k_pos, a, b)
         if chunk_mask is not None:
-            chunk_mask = chunk_mask[..., :k_end]
+            neg = torch.finfo(torch.float32).min
             scores = torch.where(chunk_mask, scores, neg) if chunk_mask.dtype == torch.bool \
                 else (scores + chunk_mask.float()).clamp(min=neg)
         probs = scores.softmax(dim=-1).to(dtype)
@@ -149,3 +159,44 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
         if _is_eager(native_fn):
             probs_all.append(nn.functional.pad(probs, (0, k_len - k_end)))
     return torch.cat(outs, dim=1).contiguous(), (torch.cat(probs_all, dim=2) if probs_all else None)
+
+
+def _masked_part(q, k, v, allowed, user_mask, scaling):
+    """Fused attention of q over k/v restricted to ``allowed`` [Q, K] (and the caller's mask slice,
+    bool or additive, [B|1, 1, Q, K]). Returns (out float32 [B, H, Q, D], lse [B, H, Q]) with
+    lse = -inf on rows that see no key."""
+    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    bias = bias[None, None]
+    if user_mask is not None:
+        if user_mask.dtype == torch.bool:
+            bias = bias.masked_fill(~user_mask, float("-inf"))
+            allowed = allowed & user_mask
+        else:
+            bias = bias + user_mask.to(q.dtype)
+            allowed = allowed & (user_mask > torch.finfo(user_mask.dtype).min / 2)
+    out, lse = compat.attention_with_lse(q, k, v, bias, scaling)
+    empty = ~allowed.any(-1)
+    return out.float(), lse.masked_fill(empty.expand_as(lse), float("-inf"))
+
+
+def _self_extend_fused(q_near, q_far, k_near, k_far, v, qp, k_pos, k_beg, k_end, window, chunk_mask, scaling):
+    """One query chunk of Self-Extend as two fused attentions merged by log-sum-exp:
+    far keys (j <= i - window, grouped positions) and the near band (i - j < window, exact)."""
+    far_end = min(k_end, max(0, int(qp[-1]) - window + 1))
+    parts = []
+    if far_end > 0:
+        allowed = (qp[:, None] - k_pos[None, :far_end]) >= window
+        parts.append(_masked_part(q_far, k_far[:, :, :far_end], v[:, :, :far_end], allowed,
+                                  chunk_mask[..., :far_end] if chunk_mask is not None else None, scaling))
+    if k_beg < k_end:
+        allowed = (qp[:, None] - k_pos[None, k_beg:k_end]) < window
+        parts.append(_masked_part(q_near, k_near[:, :, k_beg:k_end], v[:, :, k_beg:k_end], allowed,
+                                  chunk_mask[..., k_beg:k_end] if chunk_mask is not None else None, scaling))
+    if len(parts) == 1:
+        out, lse = parts[0]
+        return out.masked_fill(torch.isinf(lse)[..., None], 0.0)
+    (o1, l1), (o2, l2) = parts
+    total = torch.logaddexp(l1, l2)
+    w1 = (l1 - total).exp().nan_to_num(0.0)[..., None]  # rows with no key at all: both weights 0
+    w2 = (l2 - total).exp().nan_to_num(0.0)[..., None]
+    return o1 * w1 + o2 * w2
