@@ -6,7 +6,9 @@ length, and peak memory of the prefill, for every encoding, as ratios to the nat
 (native RoPE Llama = 1.00 for the Llama rows, native GPT-2 for the GPT-2 rows). Falcon with
 ``alibi=True`` under SDPA, sized like SmolLM2, is transformers' best native ALiBi: the anchor
 to beat. Times are medians of interleaved repetitions (every variant once per round), with
-min-max. Peak memory is measured in a fresh process per variant (max RSS growth).
+min-max. Peak memory is the resident-memory growth during one prefill (no KV cache, last
+logits only), sampled in a fresh process per variant on a 2-layer model of the same shape:
+without gradients each layer frees its temporaries, so the peak is one layer's whatever the depth.
 
     python benchmarks/overhead.py                       # defaults below
     python benchmarks/overhead.py --lengths 512,2048 --reps 7 --out benchmarks/RESULTS.md
@@ -32,24 +34,24 @@ LLAMA_VARIANTS = ["native", "rope", "nope", "alibi", "alibi:bias", "t5", "sinuso
 GPT2_VARIANTS = ["native", "nope", "sinusoidal", "rope", "alibi", "alibi:bias", "t5"]
 
 
-def build(config_name: str, variant: str, max_len: int):
+def build(config_name: str, variant: str, max_len: int, layers: int | None = None):
     from transformers import FalconConfig, FalconForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, \
         LlamaForCausalLM
 
     torch.manual_seed(0)
     if variant == "falcon-alibi":
-        cfg = FalconConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+        cfg = FalconConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=layers or 30, num_attention_heads=9,
                            num_kv_heads=3, new_decoder_architecture=True, alibi=True, bias=False,
                            max_position_embeddings=max_len, attn_implementation="sdpa")
         return FalconForCausalLM(cfg).eval()
     if config_name == "smollm2":
-        cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers or 30,
                           num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=max_len,
                           rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
                           attn_implementation="sdpa", tie_word_embeddings=True)
         model = LlamaForCausalLM(cfg).eval()
     else:
-        cfg = GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=max_len, attn_implementation="sdpa")
+        cfg = GPT2Config(n_layer=layers or 12, n_embd=768, n_head=12, n_positions=max_len, attn_implementation="sdpa")
         model = GPT2LMHeadModel(cfg).eval()
     if variant == "native":
         return model
@@ -96,25 +98,61 @@ def measure_times(config_name, variants, lengths, reps, dtype):
     return out
 
 
+MEMORY_LAYERS = 2  # inference frees each layer's temporaries: the peak is one layer's, whatever the depth
+
+
 def peak_memory(config_name, variant, lengths, dtype) -> dict:
-    """Max-RSS growth (MiB) of a prefill at each length, in a fresh process."""
-    code = (
-        "import json, resource, sys, torch\n"
-        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
-        "from overhead import build, prefill\n"
-        f"m = build({config_name!r}, {variant!r}, {max(lengths) + 8}).to(torch.{str(dtype).split('.')[-1]})\n"
-        "prefill(m, torch.randint(100, 1000, (1, 16)))\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "out = {}\n"
-        f"for L in {sorted(lengths)}:\n"
-        "    prefill(m, torch.randint(100, 1000, (1, L)))\n"
-        "    out[L] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024\n"
-        "print(json.dumps(out))\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    """Peak RSS growth (MiB) of a prefill at each length, in a fresh process (see _memory_child)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # large buffers go back to the OS when freed
+    cmd = [sys.executable, os.path.abspath(__file__), "_memory", config_name, variant,
+           ",".join(map(str, lengths)), str(dtype).split(".")[-1]]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
+        print(f"  memory of {variant} failed: {res.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return {L: float("nan") for L in lengths}
     return {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_child(config_name, variant, lengths, dtype_name):
+    """Peak resident memory above the idle model during one prefill (no KV cache, last logits
+    only, so the LM head and cache do not hide the attention), sampled every 0.5 ms by a thread,
+    on a MEMORY_LAYERS-layer model of the config."""
+    import threading
+
+    lengths = [int(x) for x in lengths.split(",")]
+    model = build(config_name, variant, max(lengths) + 8, layers=MEMORY_LAYERS).to(getattr(torch, dtype_name))
+
+    def run(ids):
+        with torch.no_grad():
+            try:
+                return model(ids, use_cache=False, logits_to_keep=1)
+            except TypeError:  # models without logits_to_keep
+                return model(ids, use_cache=False)
+
+    run(torch.randint(100, 1000, (1, 16)))
+    out = {}
+    for length in sorted(lengths):
+        ids = torch.randint(100, 1000, (1, length))
+        base, peak, stop = _rss(), [0], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], _rss())
+                time.sleep(0.0005)
+
+        thread = threading.Thread(target=sample)
+        thread.start()
+        result = run(ids)
+        stop.set()
+        thread.join()
+        del result
+        out[length] = max(0, peak[0] - base) / 2 ** 20
+    print(json.dumps(out))
 
 
 def fmt(values, ref):
@@ -122,27 +160,30 @@ def fmt(values, ref):
     return f"{med:.2f}x ({min(values) / statistics.median(ref):.2f}-{max(values) / statistics.median(ref):.2f})"
 
 
-def report(config_name, variants, lengths, times, memory, dtype):
+def report(config_name, variants, lengths, mem_lengths, times, memory, dtype):
     lines = [f"### {config_name} ({str(dtype).split('.')[-1]}), ratios to native (median, min-max)", "",
              "| variant | " + " | ".join(f"prefill {L}" for L in lengths) + " | "
-             + " | ".join(f"decode {L}" for L in lengths) + " | " + " | ".join(f"mem {L}" for L in lengths) + " |",
-             "|---" * (1 + 3 * len(lengths)) + "|"]
+             + " | ".join(f"decode {L}" for L in lengths) + " | " + " | ".join(f"mem {L}" for L in mem_lengths) + " |",
+             "|---" * (1 + 2 * len(lengths) + len(mem_lengths)) + "|"]
     for v in variants:
         row = [v]
         row += [fmt(times[(v, L)]["prefill"], times[("native", L)]["prefill"]) for L in lengths]
         row += [fmt(times[(v, L)]["decode"], times[("native", L)]["decode"]) for L in lengths]
-        for L in lengths:
+        for L in mem_lengths:
             ref = memory["native"].get(L, float("nan"))
             row.append(f"{memory[v].get(L, float('nan')) / ref:.2f}x" if ref == ref and ref > 0 else "n/a")
         lines.append("| " + " | ".join(row) + " |")
     abs_row = ["native absolute"] + [f"{statistics.median(times[('native', L)]['prefill']):.3f} s" for L in lengths] \
         + [f"{statistics.median(times[('native', L)]['decode']) * 1000:.1f} ms" for L in lengths] \
-        + [f"{memory['native'].get(L, float('nan')):.0f} MiB" for L in lengths]
+        + [f"{memory['native'].get(L, float('nan')):.0f} MiB" for L in mem_lengths]
     lines.append("| " + " | ".join(abs_row) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_memory":  # internal: one variant's peak memory, in its own process
+        return _memory_child(*argv[1:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="smollm2,gpt2", help="comma list of smollm2, gpt2")
     p.add_argument("--lengths", default="512,2048,4096,8192", help="comma list of sequence lengths")
@@ -151,12 +192,16 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--memory-lengths", default=None,
+                   help="lengths for peak memory (default: --lengths plus 16384)")
     p.add_argument("--out", default=None, help="append the markdown tables to this file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     lengths = [int(x) for x in args.lengths.split(",")]
+    mem_lengths = [int(x) for x in args.memory_lengths.split(",")] if args.memory_lengths \
+        else sorted(set(lengths) | {16384})
     header = (f"Run {time.strftime('%Y-%m-%d %H:%M')}: {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
               f"transformers {__import__('transformers').__version__}, hf_posenc {hf_posenc.__version__}, "
@@ -168,8 +213,8 @@ def main(argv=None):
         if "native" not in variants:
             variants = ["native", *variants]
         times = measure_times(config_name, variants, lengths, args.reps, dtype)
-        memory = {v: ({} if args.no_memory else peak_memory(config_name, v, lengths, dtype)) for v in variants}
-        sections.append(report(config_name, variants, lengths, times, memory, dtype))
+        memory = {v: ({} if args.no_memory else peak_memory(config_name, v, mem_lengths, dtype)) for v in variants}
+        sections.append(report(config_name, variants, lengths, mem_lengths, times, memory, dtype))
         print(sections[-1], flush=True)
     if args.out:
         with open(args.out, "a") as f:

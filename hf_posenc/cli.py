@@ -56,7 +56,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only`` set, the other commands' modules (torch, transformers) are
+    not imported and get a placeholder parser (enough for the top-level ``--help`` listing)."""
     parser = argparse.ArgumentParser(
         prog="hf-posenc",
         description="Switch the positional encoding of pretrained Hugging Face Transformers models.",
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     for name, (module_name, text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=text)
+            continue
         module = importlib.import_module(module_name)
         if hasattr(module, "add_arguments"):
             p = sub.add_parser(name, help=text)
@@ -84,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    # Import only the command that runs: `hf-posenc --help` answers without loading torch.
+    parser = build_parser(only=first if first in COMMANDS else ("" if first is None else None))
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "passthrough"):

@@ -59,7 +59,11 @@ def test_compare_equal_compute_budget_and_bert(tmp_path, corpus):
     assert compare.main(["--family", "bert", "--size", "tiny", "--train-len", "32", "--eval-lengths", "32,64",
                          "--encodings", "alibi,sinusoidal", "--steps", "2", "--batch-size", "2", "--vocab-size",
                          "300", "--eval-windows", "1", "--corpus", corpus, "--out", str(out_bert)]) == 0
-    assert "MLM" in (out_bert / "results.md").read_text() or (out_bert / "results.json").exists()
+    bert = json.loads((out_bert / "results.json").read_text())["results"]
+    assert [r["encoding"] for r in bert] == ["alibi", "sinusoidal"] and all(r["steps"] == 2 for r in bert)
+    # MLM pseudo-perplexity, finite and above 1 at both lengths (no table limits either encoding)
+    assert all(1 < r["perplexity"][n] < float("inf") for r in bert for n in ("32", "64"))
+    assert bert[0]["perplexity"]["32"] != bert[1]["perplexity"]["32"]
 
 
 def test_compare_rejects_bad_arguments(tmp_path, corpus, capsys):

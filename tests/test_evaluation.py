@@ -334,10 +334,6 @@ def test_command_reports_unknown_encodings_and_missing_files(saved_model, tmp_pa
 
 
 def test_command_compares_an_extended_variant(saved_model, tmp_path):
-    import hf_posenc
-
-    if not hasattr(hf_posenc, "extend_context"):
-        pytest.skip("hf_posenc.extend_context is not available")
     model_dir, text = saved_model
     out = tmp_path / "ext"
     rc = command.main(["--model", str(model_dir), "--extend", "linear:factor=2", "--lengths", "32,128",
@@ -348,6 +344,31 @@ def test_command_compares_an_extended_variant(saved_model, tmp_path):
     assert report["extend:linear:factor=2"].extend == {"method": "linear", "options": {"factor": 2}}
     native, extended = (report[n].perplexity.at(32).perplexity for n in report.names())
     assert native != extended and not os.path.exists(out / "perplexity.png")
+
+
+def test_a_run_split_with_no_native_merges_into_the_full_report(saved_model, tmp_path, capsys):
+    model_dir, text = saved_model
+    base = ["--model", str(model_dir), "--lengths", "32", "--texts", str(text), "--no-progress", "--no-plots"]
+    assert command.main(base + ["--extend", "linear:factor=2", "--out", str(tmp_path / "full")]) == 0
+    assert command.main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert command.main(base + ["--no-native", "--extend", "linear:factor=2", "--out", str(tmp_path / "b")]) == 0
+    assert EvaluationReport.load_json(tmp_path / "b" / "results.json").names() == ["extend:linear:factor=2"]
+    merged_dir = str(tmp_path / "merged")
+    assert command.main(["--merge", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--out", merged_dir]) == 0
+    full = EvaluationReport.load_json(tmp_path / "full" / "results.json")
+    merged = EvaluationReport.load_json(os.path.join(merged_dir, "results.json"))
+    assert merged.names() == full.names()
+    for name in full.names():  # the same numbers as one run
+        assert merged[name].perplexity.at(32).perplexity == pytest.approx(full[name].perplexity.at(32).perplexity)
+    assert set(merged.metadata["runs"]) == {str(tmp_path / "a"), str(tmp_path / "b")}
+    assert merged.metadata["lengths"] == [32] and "| native |" in capsys.readouterr().out
+    # a variant in two runs, an empty run, a missing directory: errors, nothing written
+    assert command.main(["--merge", f"{tmp_path / 'a'},{tmp_path / 'full'}", "--out", str(tmp_path / "x")]) == 2
+    assert "['native']" in capsys.readouterr().err
+    assert command.main(base + ["--no-native", "--out", str(tmp_path / "y")]) == 2
+    assert "no variant" in capsys.readouterr().err
+    assert command.main(["--merge", str(tmp_path / "nope"), "--out", str(tmp_path / "z")]) == 2
+    assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "z")
 
 
 # ----------------------------------------------------------------- the embedded model (slow)

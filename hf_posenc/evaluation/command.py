@@ -74,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--extend", action="append", default=[], type=_variant, metavar="METHOD[:k=v,...]",
                    help="add a variant extended with hf_posenc.extend_context(model, METHOD, **options); "
                         "repeatable; e.g. yarn:factor=4")
+    g.add_argument("--no-native", action="store_true",
+                   help="skip the unmodified model (e.g. to split a long run; join runs with --merge)")
+    g.add_argument("--merge", default=None, metavar="DIR,DIR,...",
+                   help="no model run: join the results.json of earlier runs (distinct variants) into --out")
     g = parser.add_argument_group("perplexity")
     g.add_argument("--lengths", type=_ints, default=None, metavar="N,N,...",
                    help="window lengths for sliding-window perplexity, e.g. 2048,4096 (required unless "
@@ -107,13 +111,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _variants(args) -> list[dict]:
-    out = [{"name": "native", "posenc": None, "extend": None}]
+    out = [] if args.no_native else [{"name": "native", "posenc": None, "extend": None}]
     for name, options in args.posenc:
         out.append({"name": format_variant(name, options), "posenc": {"name": name, "options": options}, "extend": None})
     for method, options in args.extend:
         out.append({"name": "extend:" + format_variant(method, options), "posenc": None,
                     "extend": {"method": method, "options": options}})
     names = [v["name"] for v in out]
+    if not out:
+        raise ValueError("--no-native leaves no variant: add --posenc or --extend")
     if len(set(names)) != len(names):
         raise ValueError(f"variants given twice: {names}")
     return out
@@ -185,6 +191,21 @@ def _run(args: argparse.Namespace) -> int:
     from .perplexity import perplexity_by_length
     from .results import EvaluationReport, VariantResult
 
+    if args.merge:
+        from .results import merge_reports
+
+        dirs = [d for d in args.merge.split(",") if d]
+        reports = []
+        for d in dirs:
+            path = os.path.join(d, "results.json")
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"--merge: no results.json in {d!r}")
+            reports.append(EvaluationReport.load_json(path))
+        report = merge_reports(reports, sources=dirs)
+        os.makedirs(args.out, exist_ok=True)
+        _write(report, args.out, plots=not args.no_plots)
+        print(report.to_markdown())
+        return 0
     do_ppl = not args.no_perplexity
     if do_ppl and not args.lengths:
         raise ValueError("--lengths is required (or pass --no-perplexity with --passkey --passkey-lengths)")

@@ -236,3 +236,28 @@ class EvaluationReport(_JsonMixin):
 
 __all__ = ["LengthPerplexity", "PerplexityResult", "PasskeyCell", "PasskeyResult", "VariantResult",
            "EvaluationReport"]
+
+
+def merge_reports(reports: list[EvaluationReport], sources: list[str] | None = None) -> EvaluationReport:
+    """One report from several runs of distinct variants (e.g. a long evaluation split in parts).
+
+    Metadata that differ between runs (settings, wall times) are kept per run under ``runs``;
+    those all runs share stay at the top. A variant name seen twice is an error: nothing is
+    silently dropped.
+    """
+    if not reports:
+        raise ValueError("nothing to merge")
+    names = [v.name for r in reports for v in r.variants]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"variants present in more than one run: {dupes}")
+    keys = [k for k in reports[0].metadata if all(r.metadata.get(k) == reports[0].metadata[k] for r in reports)]
+    shared = {k: reports[0].metadata[k] for k in keys}
+    runs = {}
+    for i, r in enumerate(reports):
+        label = sources[i] if sources else f"run {i + 1}"
+        runs[label] = {"variants": [v.name for v in r.variants],
+                       **{k: v for k, v in r.metadata.items() if k not in shared}}
+    metadata = {**shared, "merged_from": list(runs), "runs": runs}
+    return EvaluationReport(variants=[v for r in reports for v in r.variants], metadata=metadata)
+
