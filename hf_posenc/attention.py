@@ -136,14 +136,56 @@ def _distance_bias(controller, layer_idx, q_pos, k_pos, dtype):
     lo, hi = -last, k_pos.shape[0] - 1 - first  # k_pos = 0..K-1: distances k - q span lo..hi
     build = lambda: enc.bias_by_distance(  # noqa: E731
         torch.arange(lo, hi + 1, device=q_pos.device), layer_idx).to(dtype)
-    vec = _memo(controller, ("dist", lo, hi, dtype), build) if enc.layer_independent() else build()
+    vec = _memo(controller, ("dist", lo, hi, dtype, layer_idx if not enc.layer_independent() else None), build)
 
-    def chunk_bias(a, b, k_end):
-        # Row i needs vec[j - q_i - lo] for j < k_end: a window starting at last - q_i, which
-        # decreases with i, so take the windows of rows b-1..a and flip them into order (one copy).
-        rows = vec.unfold(1, k_end, 1)[:, last - int(q_pos[b - 1]):last - int(q_pos[a]) + 1]
+    def chunk_bias(a, b, k_end, k_beg=0):
+        # Row i needs vec[j - q_i - lo] for k_beg <= j < k_end: a window starting at k_beg + last - q_i,
+        # which decreases with i, so take the windows of rows b-1..a and flip them into order (one copy).
+        rows = vec.unfold(1, k_end - k_beg, 1)[:, k_beg + last - int(q_pos[b - 1]):k_beg + last - int(q_pos[a]) + 1]
         return rows.flip(1)[None]
+    chunk_bias.vec, chunk_bias.lo = vec, lo
     return chunk_bias
+
+
+def _saturation(by_distance) -> int | None:
+    """The distance D beyond which a causal distance bias is constant (T5's last bucket), read off
+    the bias vector of this call: keys with q - k >= D all get the same bias. None if no plateau."""
+    vec, lo = by_distance.vec, by_distance.lo
+    causal = vec[:, :1 - lo]  # distances lo..0
+    same = (causal == causal[:, :1]).all(dim=0)
+    n = int(same.int().cumprod(0).sum())  # leading distances equal to the farthest one
+    return -(lo + n - 1) if n > 1 else None
+
+
+def _plateau_chunks(module, query, key, value, q_pos, by_distance, dist, chunk, scaling):
+    """Causal attention with a distance bias that is constant beyond ``dist`` (no mask, CPU):
+    per query chunk, the keys at least ``dist`` before every query see the constant, which
+    softmax ignores, so they go through the fused kernel without any bias; the band of nearer
+    keys gets (bias - constant) and the causal mask; the two parts are merged by log-sum-exp.
+    Builds O(H * chunk * (chunk + dist)) biases instead of O(H * chunk * K)."""
+    n_rep = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(n_rep, dim=1) if n_rep > 1 else key
+    value = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
+    const = by_distance.vec[:, :1]  # [H, 1]: the plateau value
+    outs = []
+    for a in range(0, query.shape[-2], chunk):
+        b = min(query.shape[-2], a + chunk)
+        first, last = int(q_pos[a]), int(q_pos[b - 1])
+        n_far = max(0, first - dist + 1)  # keys 0..first-dist are >= dist before every query of the chunk
+        q = query[:, :, a:b]
+        band = by_distance(a, b, last + 1, n_far) - const[None, :, None]
+        later = torch.arange(n_far, last + 1, device=q.device)[None, :] > q_pos[a:b, None]
+        band.masked_fill_(later, float("-inf"))
+        o_near, l_near = compat.attention_with_lse(q, key[:, :, n_far:last + 1], value[:, :, n_far:last + 1], band,
+                                                   scaling)
+        if n_far == 0:
+            outs.append(o_near)
+            continue
+        o_far, l_far = compat.attention_with_lse(q, key[:, :, :n_far], value[:, :, :n_far], None, scaling)
+        total = torch.logaddexp(l_far, l_near)
+        out = o_far.float() * (l_far - total).exp()[..., None] + o_near.float() * (l_near - total).exp()[..., None]
+        outs.append(out.to(query.dtype))
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 
 def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, q_pos, k_pos, fn, kwargs, extra):
@@ -153,6 +195,13 @@ def _chunked(controller, module, layer_idx, query, key, value, mask, is_causal, 
                                       max(1, controller.chunk_threshold // (query.shape[1] * key.shape[-2])))
     by_distance = _distance_bias(controller, layer_idx, q_pos, k_pos, query.dtype)
     k_len = key.shape[-2]
+    if by_distance is not None and is_causal and mask is None and fn is compat.native_sdpa() \
+            and not (module.training and kwargs.get("dropout", 0.0) > 0) and compat.has_attention_with_lse(query):
+        dist = _saturation(by_distance)
+        if dist is not None:
+            scaling = kwargs.get("scaling")
+            scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+            return _plateau_chunks(module, query, key, value, q_pos, by_distance, dist, chunk, scaling)
     outs, weights = [], []
     for a in range(0, query.shape[-2], chunk):
         b = min(query.shape[-2], a + chunk)

@@ -196,8 +196,8 @@ def has_attention_with_lse(query: torch.Tensor) -> bool:
 def attention_with_lse(query, key, value, bias, scale):
     """Softmax attention that also returns the log-sum-exp of each row (check
     :func:`has_attention_with_lse` first). query [B, H, Q, D], key/value [B, H, K, D], additive
-    bias [B|1, H|1, Q, K] -> (out [B, H, Q, D], lse [B, H, Q] float32). Rows whose keys are all
+    bias [B|1, H|1, Q, K] or None -> (out [B, H, Q, D], lse [B, H, Q] float32). Rows whose keys are all
     masked come back with output 0 and lse 0, not -inf: callers must mark them.
     """
     op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    return op(query, key, value, attn_mask=bias.to(query.dtype), scale=scale)
+    return op(query, key, value, attn_mask=bias.to(query.dtype) if bias is not None else None, scale=scale)

@@ -65,6 +65,29 @@ def test_chunked_equals_bias(family, encoding):
         assert diff.abs().max() < 2e-5, (m is not None, diff.abs().max())
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_t5_plateau_path_equals_the_bias_path(shared, monkeypatch):
+    """Beyond max_distance T5 biases are constant: far keys go through the fused kernel unbiased
+    and are merged with the biased near band by log-sum-exp. Prefill, then a cached continuation."""
+    import hf_posenc.attention as attention
+
+    calls = []
+    orig = attention._plateau_chunks
+    monkeypatch.setattr(attention, "_plateau_chunks", lambda *a: calls.append(a[-2:]) or orig(*a))
+    ids = tokens(2, 70)
+    outs = {}
+    for path in ("bias", "chunked"):
+        model = patch(make_model("llama"), "t5", num_buckets=8, max_distance=12, shared=shared)
+        ctrl = hf_posenc.get_posenc(model)
+        ctrl.attention_path, ctrl.chunk_size = path, 8
+        with torch.no_grad():
+            cache = DynamicCache(config=model.config)
+            first = model(ids[:, :45], cache=cache).logits
+            outs[path] = torch.cat([first, model(ids[:, 45:], cache=cache).logits], dim=1)
+    assert (outs["chunked"] - outs["bias"]).abs().max() < 2e-5
+    assert calls and all(dist <= 12 for dist, _ in calls)
+
+
 @pytest.mark.parametrize("encoding", ["t5", "alibi"])
 def test_chunked_continuation_with_a_cache_equals_full_forward(encoding):
     """Chunked prefill of 20 new tokens after 30 cached ones: distances are offset by the cache."""
