@@ -66,8 +66,13 @@ def build(config_name: str, variant: str, max_len: int, layers: int | None = Non
 
 
 def prefill(model, ids):
+    """A generation prefill: fill the cache, logits of the last position only (so the LM head,
+    the same for every variant, does not dilute the ratios)."""
     with torch.no_grad():
-        return model(ids, use_cache=True)
+        try:
+            return model(ids, use_cache=True, logits_to_keep=1)
+        except TypeError:  # models without logits_to_keep
+            return model(ids, use_cache=True)
 
 
 def time_call(fn) -> float:
@@ -76,10 +81,10 @@ def time_call(fn) -> float:
     return time.perf_counter() - t
 
 
-def measure_times(config_name, variants, lengths, reps, dtype):
+def measure_times(config_name, variants, lengths, reps, dtype, layers=None):
     """{(variant, L): {"prefill": [s...], "decode": [s...]}} with variants interleaved per round."""
     max_len = max(lengths) + 8
-    models = {v: build(config_name, v, max_len).to(dtype) for v in variants}
+    models = {v: build(config_name, v, max_len, layers).to(dtype) for v in variants}
     out = {}
     for length in lengths:
         ids = torch.randint(100, 1000, (1, length))
@@ -191,6 +196,9 @@ def main(argv=None):
     p.add_argument("--variants", default=None, help="comma list (default: all for the config)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="layers per model for the timings (default: full size, 30 / 12); every layer has the "
+                        "same shape and the prefill keeps only the last logits, so ratios hold at any depth")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--memory-lengths", default=None,
                    help="lengths for peak memory (default: --lengths plus 16384)")
@@ -205,14 +213,14 @@ def main(argv=None):
     header = (f"Run {time.strftime('%Y-%m-%d %H:%M')}: {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
               f"transformers {__import__('transformers').__version__}, hf_posenc {hf_posenc.__version__}, "
-              f"{args.reps} reps")
+              f"{args.reps} reps, layers {args.layers or 'full'} (memory: {MEMORY_LAYERS})")
     sections = [header]
     for config_name in args.configs.split(","):
         variants = args.variants.split(",") if args.variants else \
             (LLAMA_VARIANTS if config_name == "smollm2" else GPT2_VARIANTS)
         if "native" not in variants:
             variants = ["native", *variants]
-        times = measure_times(config_name, variants, lengths, args.reps, dtype)
+        times = measure_times(config_name, variants, lengths, args.reps, dtype, args.layers)
         memory = {v: ({} if args.no_memory else peak_memory(config_name, v, mem_lengths, dtype)) for v in variants}
         sections.append(report(config_name, variants, lengths, mem_lengths, times, memory, dtype))
         print(sections[-1], flush=True)

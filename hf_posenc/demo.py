@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lengths", default="8192,16384", help="evaluation lengths in tokens (default 8192,16384)")
     p.add_argument("--trained-length", type=int, default=None,
                    help=f"the model's trained length (default: from its config; {TRAINED} for SmolLM2)")
+    p.add_argument("--passkey-lengths", default=None,
+                   help="pass-key prompt lengths (default: the longest of --lengths; the shorter ones are "
+                        "the trained-length control for perplexity)")
     p.add_argument("--trials", type=int, default=1, help="pass-key prompts per (length, depth) (default 1)")
     p.add_argument("--depths", default="0.5", help="pass-key depths (default 0.5: one prompt per length)")
     p.add_argument("--max-documents", type=int, default=1, help="documents per length for perplexity (default 1)")
@@ -57,6 +60,8 @@ def eval_argv(args) -> list[str]:
                  "--depths", "0.5" if args.quick else args.depths]
         if args.quick:
             argv += ["--passkey-lengths", "512", "--max-new-tokens", "8"]
+        else:
+            argv += ["--passkey-lengths", args.passkey_lengths or str(longest)]
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         opts = f"factor={factor}"
         if args.trained_length:

@@ -79,6 +79,10 @@ def test_demo_builds_the_eval_run():
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--extend"] == \
         ["yarn:factor=2.0", "ntk:factor=2.0", "self_extend:factor=2.0"]
     assert "--passkey" in argv and argv[argv.index("--dtype") + 1] == "bfloat16"
+    assert argv[argv.index("--passkey-lengths") + 1] == "16384"  # 8k is the perplexity control
+    args = demo.add_arguments(__import__("argparse").ArgumentParser()).parse_args(["--passkey-lengths", "8192,16384"])
+    argv = demo.eval_argv(args)
+    assert argv[argv.index("--passkey-lengths") + 1] == "8192,16384"
 
 
 def test_demo_quick_on_a_local_model(tmp_path):
