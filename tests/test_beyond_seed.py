@@ -13,7 +13,7 @@ import transformers as T
 from transformers import DynamicCache, StaticCache
 
 import hf_posenc
-from conftest import DECODERS, ENCODINGS, FAMILIES, MAX_POS, TEST_OPTIONS, VOCAB, make_model, tokens
+from conftest import DECODERS, ENCODINGS, FAMILIES, MAX_POS, TEST_OPTIONS, VOCAB, make_model, max_diff, tokens
 
 ATOL = 2e-5
 NEW_ENCODINGS = ["xl", "xpos", "kerple", "fire", "cope"]
@@ -92,10 +92,6 @@ def _cells(families, encodings):
 DECODER_CELLS = _cells(ALL_DECODERS, ALL_ENCODINGS)
 ALL_CELLS = _cells(ALL_FAMILIES, ALL_ENCODINGS)
 VARIANT_CELLS = [(f, e, o) for f in ("llama", "gpt2") for e, o in VARIANTS]
-
-
-def max_diff(a, b) -> float:
-    return (a - b).abs().max().item()
 
 
 def _cache_check(model, record, key):

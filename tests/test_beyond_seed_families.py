@@ -7,15 +7,12 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 import hf_posenc
-from conftest import MAX_POS, tokens
+from conftest import MAX_POS, max_diff, tokens
 from test_beyond_seed import make_any, patch_any
 
 ROTARY = ["gpt_neox", "phi", "qwen3", "gemma", "gemma3"]
 LONG = MAX_POS * 2 + 20
 
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 def _copy_weights(src, dst):

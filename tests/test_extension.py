@@ -8,7 +8,7 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 import hf_posenc
-from conftest import DECODERS, MAX_POS, make_model, patch, tokens
+from conftest import DECODERS, MAX_POS, make_model, max_diff, patch, tokens
 from hf_posenc.extension.tables import interpolate_table, tile_table
 
 ROTARY_METHODS = {"linear": {}, "ntk": {}, "yarn": {}, "llama3": {}, "longrope": {"long_factor": [1.5] * 8},
@@ -22,10 +22,6 @@ def rotary_model(family: str, attn: str = "sdpa"):
     if family == "gpt2":
         hf_posenc.apply_posenc(model, "rope")
     return model
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("method,hf_params", [

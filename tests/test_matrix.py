@@ -10,13 +10,9 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 import hf_posenc
-from conftest import DECODERS, ENCODINGS, FAMILIES, make_model, patch, tokens
+from conftest import DECODERS, ENCODINGS, FAMILIES, make_model, max_diff, patch, tokens
 
 ATOL = 2e-5
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
