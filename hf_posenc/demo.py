@@ -4,7 +4,8 @@ On the embedded SmolLM2-135M (trained at 8192 tokens, bf16 on CPU) it compares t
 shipped against training-free extensions (YaRN, NTK, Self-Extend) at 8k and 16k tokens:
 perplexity on long real documents (the Python 3.11 docs) and pass-key retrieval at the
 longest length. Without extension a RoPE model is expected to collapse past its trained
-length; the extensions should keep it usable. The run prints the table and writes results.json/.md and PNG plots.
+length; the extensions should keep it usable. The run prints the table and writes
+results.json/.md and PNG plots.
 
     hf-posenc demo                         # 12.5 minutes measured on 2 idle CPU cores
     hf-posenc demo --quick                 # a 1-2 minute smoke run at short lengths
