@@ -55,6 +55,20 @@ class ModelSpec:
         if self.rotary_dim is None:
             object.__setattr__(self, "rotary_dim", self.head_dim)
 
+    @classmethod
+    def from_config(cls, config, *, causal: bool, native: str, **fields) -> "ModelSpec":
+        """A spec from transformers' standard config names (``attribute_map`` covers GPT-2's
+        ``n_embd``/``n_head``/...); ``fields`` set or override the rest."""
+        heads = config.num_attention_heads
+        base = dict(
+            model_type=config.model_type, hidden_size=config.hidden_size, num_heads=heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            num_layers=config.num_hidden_layers, causal=causal, native=native,
+            max_positions=getattr(config, "max_position_embeddings", None),
+        )
+        return cls(**{**base, **fields})
+
 
 @dataclass(frozen=True)
 class Option:

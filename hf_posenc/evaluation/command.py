@@ -17,46 +17,16 @@ import sys
 import time
 from typing import Sequence
 
-from ..variants import format_variant, parse_variant
+from ..argtypes import fraction_list, int_at_least, int_list
+from ..argtypes import variant as _variant
+from ..variants import format_variant
 
 DEFAULT_DEPTHS = "0,0.25,0.5,0.75,1"
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _depths(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}") from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"depths must be in [0, 1], got {text!r}")
-    return values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _variant(text: str) -> tuple[str, dict]:
-    try:
-        return parse_variant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_ints = int_list(1)
+_positive = int_at_least(1)
+_depths = fraction_list("depths")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -13,13 +13,7 @@ class BertAdapter(FamilyAdapter):
     native = "absolute"
 
     def spec(self, model) -> ModelSpec:
-        c = model.config
-        return ModelSpec(
-            model_type=c.model_type, hidden_size=c.hidden_size, num_heads=c.num_attention_heads,
-            num_kv_heads=c.num_attention_heads, head_dim=c.hidden_size // c.num_attention_heads,
-            num_layers=c.num_hidden_layers, causal=bool(c.is_decoder), native="absolute",
-            max_positions=c.max_position_embeddings,
-        )
+        return ModelSpec.from_config(model.config, causal=bool(model.config.is_decoder), native="absolute")
 
     def layers(self, model):
         return self.base_model(model).encoder.layer

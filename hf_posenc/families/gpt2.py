@@ -11,12 +11,7 @@ class GPT2Adapter(FamilyAdapter):
     native = "absolute"
 
     def spec(self, model) -> ModelSpec:
-        c = model.config
-        return ModelSpec(
-            model_type=c.model_type, hidden_size=c.n_embd, num_heads=c.n_head, num_kv_heads=c.n_head,
-            head_dim=c.n_embd // c.n_head, num_layers=c.n_layer, causal=True, native="absolute",
-            max_positions=c.n_positions,
-        )
+        return ModelSpec.from_config(model.config, causal=True, native="absolute")
 
     def layers(self, model):
         return self.base_model(model).h

@@ -16,12 +16,10 @@ class GPTNeoXAdapter(LlamaAdapter):
         c = model.config
         head_dim = c.hidden_size // c.num_attention_heads
         partial = compat.partial_rotary_factor(c)
-        return ModelSpec(
-            model_type=c.model_type, hidden_size=c.hidden_size, num_heads=c.num_attention_heads,
-            num_kv_heads=c.num_attention_heads, head_dim=head_dim, num_layers=c.num_hidden_layers, causal=True,
-            native="rotary", max_positions=c.max_position_embeddings, rope_theta=compat.rope_theta(c),
-            partial_rotary_factor=partial, rope_type=compat.rope_type(c), rotary_dim=int(head_dim * partial),
-        )
+        return ModelSpec.from_config(c, causal=True, native="rotary", head_dim=head_dim,
+                                     num_kv_heads=c.num_attention_heads, rope_theta=compat.rope_theta(c),
+                                     partial_rotary_factor=partial, rope_type=compat.rope_type(c),
+                                     rotary_dim=int(head_dim * partial))
 
     def attention_modules(self, model):
         return [layer.attention for layer in self.layers(model)]

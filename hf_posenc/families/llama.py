@@ -14,14 +14,9 @@ class LlamaAdapter(FamilyAdapter):
 
     def spec(self, model) -> ModelSpec:
         c = model.config
-        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        return ModelSpec(
-            model_type=c.model_type, hidden_size=c.hidden_size, num_heads=c.num_attention_heads,
-            num_kv_heads=c.num_key_value_heads or c.num_attention_heads, head_dim=head_dim,
-            num_layers=c.num_hidden_layers, causal=True, native="rotary",
-            max_positions=getattr(c, "max_position_embeddings", None), rope_theta=compat.rope_theta(c),
-            partial_rotary_factor=compat.partial_rotary_factor(c), rope_type=compat.rope_type(c),
-        )
+        return ModelSpec.from_config(c, causal=True, native="rotary", rope_theta=compat.rope_theta(c),
+                                     partial_rotary_factor=compat.partial_rotary_factor(c),
+                                     rope_type=compat.rope_type(c))
 
     def layers(self, model):
         return self.base_model(model).layers

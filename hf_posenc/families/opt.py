@@ -30,12 +30,7 @@ class OPTAdapter(FamilyAdapter):
     native = "absolute"
 
     def spec(self, model) -> ModelSpec:
-        c = model.config
-        return ModelSpec(
-            model_type=c.model_type, hidden_size=c.hidden_size, num_heads=c.num_attention_heads,
-            num_kv_heads=c.num_attention_heads, head_dim=c.hidden_size // c.num_attention_heads,
-            num_layers=c.num_hidden_layers, causal=True, native="absolute", max_positions=c.max_position_embeddings,
-        )
+        return ModelSpec.from_config(model.config, causal=True, native="absolute")
 
     def forward_root(self, model):
         return self.base_model(model).decoder  # OPTForCausalLM calls model.decoder, not OPTModel

@@ -9,6 +9,7 @@ import argparse
 import os
 from typing import Sequence
 
+from ..argtypes import int_at_least, int_list
 from .errors import FinetuneError
 
 DESCRIPTION = """\
@@ -41,34 +42,9 @@ LORA_TRAINABLE_GROUPS = ("embeddings", "norms", "positional")
 RESUME_AUTO, RESUME_NONE = "auto", "none"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", ",").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 2 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 2, got {text!r}")
-    return values
+_positive_int = int_at_least(1)
+_non_negative_int = int_at_least(0)
+_int_list = int_list(2)
 
 
 def _name_list(text: str) -> list[str]:
