@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import compat
+from ..attention import _memo
 from ..encodings.base import apply_rotary
 from ..encodings.rope import pad_inv_freq
 
@@ -116,9 +117,11 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
     k_pos = torch.arange(k_len, device=device)
     enc = controller.encoding
     n_rep = query.shape[1] // key.shape[1]
-    ck, sk = enc.cos_sin(k_pos, dtype)
+    # cos/sin depend only on positions: computed once per forward, shared by every layer.
+    memo = lambda key_, fn: _memo(controller, ("self_extend", q_len, k_len, dtype) + key_, fn)  # noqa: E731
+    ck, sk = memo(("k",), lambda: enc.cos_sin(k_pos, dtype))
     k_near = _repeat_kv(apply_rotary(key, ck, sk), n_rep)
-    ck, sk = enc.cos_sin(torch.div(k_pos, group, rounding_mode="floor"), dtype)
+    ck, sk = memo(("k_far",), lambda: enc.cos_sin(torch.div(k_pos, group, rounding_mode="floor"), dtype))
     k_far = _repeat_kv(apply_rotary(key, ck, sk), n_rep)
     v = _repeat_kv(value, n_rep)
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
@@ -132,17 +135,18 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
         # only in the band of `window` keys before each query.
         k_end = min(k_len, int(qp[-1]) + 1) if is_causal else k_len
         k_beg = max(0, int(qp[0]) - window + 1)
-        cq, sq = enc.cos_sin(torch.div(qp, group, rounding_mode="floor") + shift, dtype)
+        cq, sq = memo(("q_far", a), lambda: enc.cos_sin(torch.div(qp, group, rounding_mode="floor") + shift, dtype))
         q_far = apply_rotary(query[:, :, a:b], cq, sq)
-        cq, sq = enc.cos_sin(qp, dtype)
+        cq, sq = memo(("q", a), lambda: enc.cos_sin(qp, dtype))
         q_near = apply_rotary(query[:, :, a:b], cq, sq)
-        chunk_mask = _chunk_mask(mask, is_causal, q_pos, k_pos, a, b)
-        chunk_mask = chunk_mask[..., :k_end] if chunk_mask is not None else None
-        if fused:
-            out = _self_extend_fused(q_near, q_far, k_near, k_far, v, qp, k_pos, k_beg, k_end, window, chunk_mask,
-                                     scaling)
+        if fused:  # without a caller's mask, causality is part of the fused parts' own masks
+            user = mask[..., a:b, :k_end] if mask is not None else None
+            out = _self_extend_fused(q_near, q_far, k_near, k_far, v, qp, k_pos, k_beg, k_end, window, user,
+                                     scaling, causal=is_causal and mask is None)
             outs.append(out.to(dtype).transpose(1, 2))
             continue
+        chunk_mask = _chunk_mask(mask, is_causal, q_pos, k_pos, a, b)
+        chunk_mask = chunk_mask[..., :k_end] if chunk_mask is not None else None
         scores = (q_far @ k_far[:, :, :k_end].transpose(-1, -2)).float()
         if k_beg < k_end:
             near = (q_near @ k_near[:, :, k_beg:k_end].transpose(-1, -2)).float()
@@ -162,41 +166,51 @@ def self_extend_attention(controller, module, layer_idx, query, key, value, mask
 
 
 def _masked_part(q, k, v, allowed, user_mask, scaling):
-    """Fused attention of q over k/v restricted to ``allowed`` [Q, K] (and the caller's mask slice,
-    bool or additive, [B|1, 1, Q, K]). Returns (out float32 [B, H, Q, D], lse [B, H, Q]) with
-    lse = -inf on rows that see no key."""
-    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
-    bias = bias[None, None]
+    """Fused attention of q over k/v restricted to ``allowed`` [Q, K] (None: every key) and the
+    caller's mask slice (bool or additive, [B|1, 1, Q, K], or None). Returns (out float32
+    [B, H, Q, D], lse [B, H, Q]) with lse = -inf on rows that see no key."""
+    bias = None
+    if allowed is not None:
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+        bias = bias[None, None]
     if user_mask is not None:
         if user_mask.dtype == torch.bool:
-            bias = bias.masked_fill(~user_mask, float("-inf"))
-            allowed = allowed & user_mask
+            keep = user_mask
+            user_bias = torch.zeros(user_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, float("-inf"))
         else:
-            bias = bias + user_mask.to(q.dtype)
-            allowed = allowed & (user_mask > torch.finfo(user_mask.dtype).min / 2)
+            keep = user_mask > torch.finfo(user_mask.dtype).min / 2
+            user_bias = user_mask.to(q.dtype)
+        bias = user_bias if bias is None else bias + user_bias
+        allowed = keep if allowed is None else allowed & keep
     out, lse = compat.attention_with_lse(q, k, v, bias, scaling)
-    empty = ~allowed.any(-1)
-    return out.float(), lse.masked_fill(empty.expand_as(lse), float("-inf"))
+    if allowed is not None:
+        lse = lse.masked_fill((~allowed.any(-1)).expand_as(lse), float("-inf"))
+    return out.float(), lse
 
 
-def _self_extend_fused(q_near, q_far, k_near, k_far, v, qp, k_pos, k_beg, k_end, window, chunk_mask, scaling):
-    """One query chunk of Self-Extend as two fused attentions merged by log-sum-exp:
-    far keys (j <= i - window, grouped positions) and the near band (i - j < window, exact)."""
-    far_end = min(k_end, max(0, int(qp[-1]) - window + 1))
+def _self_extend_fused(q_near, q_far, k_near, k_far, v, qp, k_pos, k_beg, k_end, window, chunk_mask, scaling,
+                       causal=False):
+    """One query chunk of Self-Extend as fused attentions merged by log-sum-exp: far keys
+    (j <= i - window, grouped positions) in a block every row sees whole (no mask at all) and a
+    triangle, and the near band (i - j < window, exact positions). Masks are O(chunk * (chunk +
+    window)), never O(chunk * K)."""
+    first, last = int(qp[0]), int(qp[-1])
+    far_end = min(k_end, max(0, last - window + 1))  # keys far for at least one row of the chunk
+    n_full = min(far_end, max(0, first - window + 1))  # keys far for every row of the chunk
+    user = (lambda a, b: chunk_mask[..., a:b]) if chunk_mask is not None else (lambda a, b: None)
     parts = []
-    if far_end > 0:
-        allowed = (qp[:, None] - k_pos[None, :far_end]) >= window
-        parts.append(_masked_part(q_far, k_far[:, :, :far_end], v[:, :, :far_end], allowed,
-                                  chunk_mask[..., :far_end] if chunk_mask is not None else None, scaling))
+    if n_full > 0:
+        parts.append(_masked_part(q_far, k_far[:, :, :n_full], v[:, :, :n_full], None, user(0, n_full), scaling))
+    if far_end > n_full:
+        allowed = (qp[:, None] - k_pos[None, n_full:far_end]) >= window
+        parts.append(_masked_part(q_far, k_far[:, :, n_full:far_end], v[:, :, n_full:far_end], allowed,
+                                  user(n_full, far_end), scaling))
     if k_beg < k_end:
-        allowed = (qp[:, None] - k_pos[None, k_beg:k_end]) < window
+        dist = qp[:, None] - k_pos[None, k_beg:k_end]
+        allowed = (dist < window) & (dist >= 0) if causal else dist < window
         parts.append(_masked_part(q_near, k_near[:, :, k_beg:k_end], v[:, :, k_beg:k_end], allowed,
-                                  chunk_mask[..., k_beg:k_end] if chunk_mask is not None else None, scaling))
-    if len(parts) == 1:
-        out, lse = parts[0]
-        return out.masked_fill(torch.isinf(lse)[..., None], 0.0)
-    (o1, l1), (o2, l2) = parts
-    total = torch.logaddexp(l1, l2)
-    w1 = (l1 - total).exp().nan_to_num(0.0)[..., None]  # rows with no key at all: both weights 0
-    w2 = (l2 - total).exp().nan_to_num(0.0)[..., None]
-    return o1 * w1 + o2 * w2
+                                  user(k_beg, k_end), scaling))
+    lse = torch.stack([l for _, l in parts])  # [P, B, H, Q]
+    total = torch.logsumexp(lse, dim=0)
+    weights = (lse - total).exp().nan_to_num(0.0)  # rows with no key at all: every weight 0
+    return sum(o * w[..., None] for (o, _), w in zip(parts, weights))
