@@ -96,7 +96,8 @@ def measure_times(config_name, variants, lengths, reps, dtype, layers=None):
                 rec = out.setdefault((v, length), {"prefill": [], "decode": []})
                 holder = {}
                 rec["prefill"].append(time_call(lambda: holder.setdefault("o", prefill(m, ids))))
-                cache = holder["o"].past_key_values if hasattr(holder["o"], "past_key_values") else holder["o"].cache
+                out_ = holder["o"]
+                cache = out_.cache if getattr(out_, "cache", None) is not None else out_.past_key_values
                 with torch.no_grad():
                     rec["decode"].append(time_call(lambda: m(nxt, cache=cache, use_cache=True)))
         print(f"  {config_name} L={length} done", file=sys.stderr, flush=True)
@@ -176,7 +177,8 @@ def report(config_name, variants, lengths, mem_lengths, times, memory, dtype):
         row += [fmt(times[(v, L)]["decode"], times[("native", L)]["decode"]) for L in lengths]
         for L in mem_lengths:
             ref = memory["native"].get(L, float("nan"))
-            row.append(f"{memory[v].get(L, float('nan')) / ref:.2f}x" if ref == ref and ref > 0 else "n/a")
+            val = memory[v].get(L, float("nan"))
+            row.append(f"{val / ref:.2f}x" if ref == ref and ref > 0 and val == val else "n/a")
         lines.append("| " + " | ".join(row) + " |")
     abs_row = ["native absolute"] + [f"{statistics.median(times[('native', L)]['prefill']):.3f} s" for L in lengths] \
         + [f"{statistics.median(times[('native', L)]['decode']) * 1000:.1f} ms" for L in lengths] \

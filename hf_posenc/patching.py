@@ -77,6 +77,10 @@ class PosEncController(nn.Module):
             return torch.where(off + q_len <= k_len, off, k_len - q_len)
         return off if off + q_len <= k_len else k_len - q_len
 
+    def _base_post_hook(self, base: nn.Module, args: tuple, output):
+        # Free this forward's shared tensors (a prefill's bias can be GBs) now, not at the next call.
+        self._memo = {}
+
     def _base_pre_hook(self, base: nn.Module, args: tuple, kwargs: dict):
         bound = compat.bind_forward(base, args, kwargs)
         ref = bound.get("input_ids")
@@ -247,6 +251,7 @@ def _install(adapter, model, base, controller, spec) -> None:
     # 4. Per-forward bookkeeping and length checks.
     root = adapter.forward_root(model)
     controller._hooks.append(root.register_forward_pre_hook(controller._base_pre_hook, with_kwargs=True))
+    controller._hooks.append(root.register_forward_hook(controller._base_post_hook))
     # 5. Config: record the patch (saved with the model; transformers' own fields stay untouched).
     record_in_config(model, controller)
 
