@@ -7,7 +7,7 @@ longest length. Without extension a RoPE model is expected to collapse past its 
 length; the extensions should keep it usable. The run prints the table and writes
 results.json/.md and PNG plots.
 
-    hf-posenc demo                         # 12.5 minutes measured on 2 idle CPU cores
+    hf-posenc demo                         # 11.6 minutes measured on 2 idle CPU cores
     hf-posenc demo --quick                 # a 1-2 minute smoke run at short lengths
     hf-posenc demo --methods yarn --lengths 8192,16384 --trials 2 --out outputs/demo
 """
