@@ -21,6 +21,7 @@ from hf_posenc.evaluation import (
 )
 from hf_posenc.evaluation import command, corpus
 from hf_posenc.evaluation.passkey import extract_answer, make_passkey
+from hf_posenc.evaluation.results import merge_reports
 from hf_posenc.evaluation.perplexity import expected_tokens_scored
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -224,6 +225,42 @@ def test_json_round_trip_and_markdown(tok, tmp_path):
     assert f"{ppl.at(32).tokens_scored}" in ppl.to_markdown() and "depth 0" in keys.to_markdown()
 
 
+def test_a_variant_split_by_length_merges_into_one_run(tok):
+    """Perplexity in one run and pass key at two lengths in two more (3 and 1 trials) join into
+    what one run gives; anything measured twice, or a variant built differently, is refused."""
+    model = make_model("llama")
+    docs = [doc(100), doc(70, 1)]
+    ppl = perplexity_by_length(model, tok, docs, [32, 64], progress=False)
+    keys = passkey_retrieval(Oracle(tok), tok, [300, 400], depths=(0.0, 1.0), trials=1, progress=False)
+    ext = {"method": "yarn", "options": {"factor": 4}}
+    parts = [EvaluationReport([VariantResult("v", extend=ext, perplexity=ppl),
+                               VariantResult("native", perplexity=ppl)]),
+             EvaluationReport([VariantResult("v", extend=ext, passkey=passkey_retrieval(
+                 Oracle(tok), tok, [400], depths=(0.0, 1.0), trials=1, progress=False))]),
+             EvaluationReport([VariantResult("v", extend=ext, passkey=passkey_retrieval(
+                 Oracle(tok), tok, [300], depths=(0.0, 1.0), trials=3, progress=False))])]
+    merged = merge_reports(parts, sources=["a", "b", "c"])
+    assert merged.names() == ["v", "native"] and merged.metadata["runs"]["b"]["variants"] == ["v"]
+    v = merged["v"]
+    assert v.perplexity.perplexities() == ppl.perplexities()
+    assert v.passkey.lengths == [300, 400] and [c.trials for c in v.passkey.cells] == [3, 3, 1, 1]
+    assert [(c.length, c.depth) for c in v.passkey.cells] == [(c.length, c.depth) for c in keys.cells]
+    assert v.passkey.per_length() == {300: 1.0, 400: 1.0} and v.passkey.trials == 1
+    assert "trials per cell: 300: 3, 400: 1" in merged.to_markdown()
+    assert sorted(s["passkey"] for s in v.passkey.samples if s["trial"] == 0) == sorted(
+        s["passkey"] for s in keys.samples)  # the same keys as one run
+    with pytest.raises(ValueError, match=r"perplexity at \[32, 64\] measured in more than one run"):
+        merge_reports([parts[0], parts[0]])
+    with pytest.raises(ValueError, match=r"pass key at \[400\]"):
+        merge_reports([parts[1], parts[1]])
+    other = EvaluationReport([VariantResult("v", extend={"method": "ntk", "options": {"factor": 4}})])
+    with pytest.raises(ValueError, match="built differently"):
+        merge_reports([parts[0], other])
+    with pytest.raises(ValueError, match="different texts or settings"):
+        merge_reports([parts[0], EvaluationReport([VariantResult("v", extend=ext, perplexity=perplexity_by_length(
+            model, tok, docs[:1], [16], progress=False))])])
+
+
 def test_plots_are_png_files(tok, tmp_path):
     paths = save_plots(_report(tok), tmp_path)
     assert sorted(os.path.basename(p) for p in paths) == ["passkey_native.png", "perplexity.png"]
@@ -364,7 +401,7 @@ def test_a_run_split_with_no_native_merges_into_the_full_report(saved_model, tmp
     assert merged.metadata["lengths"] == [32] and "| native |" in capsys.readouterr().out
     # a variant in two runs, an empty run, a missing directory: errors, nothing written
     assert command.main(["--merge", f"{tmp_path / 'a'},{tmp_path / 'full'}", "--out", str(tmp_path / "x")]) == 2
-    assert "['native']" in capsys.readouterr().err
+    assert "'native': perplexity at [32] measured in more than one run" in capsys.readouterr().err
     assert command.main(base + ["--no-native", "--out", str(tmp_path / "y")]) == 2
     assert "no variant" in capsys.readouterr().err
     assert command.main(["--merge", str(tmp_path / "nope"), "--out", str(tmp_path / "z")]) == 2

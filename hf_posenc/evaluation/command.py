@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--no-native", action="store_true",
                    help="skip the unmodified model (e.g. to split a long run; join runs with --merge)")
     g.add_argument("--merge", default=None, metavar="DIR,DIR,...",
-                   help="no model run: join the results.json of earlier runs (distinct variants) into --out")
+                   help="no model run: join the results.json of earlier runs into --out (distinct variants, or a "
+                        "variant measured at distinct lengths in each run)")
     g = parser.add_argument_group("perplexity")
     g.add_argument("--lengths", type=_ints, default=None, metavar="N,N,...",
                    help="window lengths for sliding-window perplexity, e.g. 2048,4096 (required unless "

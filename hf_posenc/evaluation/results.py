@@ -130,6 +130,13 @@ class PasskeyResult(_JsonMixin):
     def seconds_at(self, length: int) -> float:
         return sum(c.seconds for c in self.cells if c.length == length)
 
+    def trials_description(self) -> str:
+        """``"2 trials per cell"``, or per length when runs with different trial counts were merged."""
+        per = {c.length: c.trials for c in self.cells}
+        if len(set(per.values())) <= 1:
+            return f"{self.trials} trials per cell"
+        return "trials per cell: " + ", ".join(f"{n}: {t}" for n, t in per.items())
+
     def per_length(self) -> dict[int, float]:
         return {n: self.mean_accuracy(n) for n in self.lengths}
 
@@ -229,7 +236,7 @@ class EvaluationReport(_JsonMixin):
                          + _table(["variant"] + [str(n) for n in lengths] + ["seconds"], rows))
             for v in pk:
                 parts.append(f"#### {v.name}: pass-key accuracy by length and depth "
-                             f"({v.passkey.trials} trials per cell)\n\n" + v.passkey.to_markdown())
+                             f"({v.passkey.trials_description()})\n\n" + v.passkey.to_markdown())
         parts += [f"**{v.name}: error** - {v.error}" for v in self.variants if v.error]
         return "\n\n".join(parts) + "\n"
 
@@ -239,18 +246,20 @@ __all__ = ["LengthPerplexity", "PerplexityResult", "PasskeyCell", "PasskeyResult
 
 
 def merge_reports(reports: list[EvaluationReport], sources: list[str] | None = None) -> EvaluationReport:
-    """One report from several runs of distinct variants (e.g. a long evaluation split in parts).
+    """One report from several runs (e.g. a long evaluation split in parts).
 
-    Metadata that differ between runs (settings, wall times) are kept per run under ``runs``;
-    those all runs share stay at the top. A variant name seen twice is an error: nothing is
-    silently dropped.
+    Runs may hold distinct variants, or the same variant measured at distinct lengths (say
+    perplexity in one run, pass key at 32k in another); a variant's parts are joined, lengths in
+    order. Anything measured twice is an error, as is a variant whose parts were built
+    differently: nothing is silently dropped or overwritten. Metadata that differ between runs
+    (settings, wall times) are kept per run under ``runs``; those all runs share stay at the top.
     """
     if not reports:
         raise ValueError("nothing to merge")
-    names = [v.name for r in reports for v in r.variants]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"variants present in more than one run: {dupes}")
+    variants: dict[str, VariantResult] = {}
+    for report in reports:
+        for v in report.variants:
+            variants[v.name] = _merge_variant(variants[v.name], v) if v.name in variants else v
     keys = [k for k in reports[0].metadata if all(r.metadata.get(k) == reports[0].metadata[k] for r in reports)]
     shared = {k: reports[0].metadata[k] for k in keys}
     runs = {}
@@ -259,5 +268,43 @@ def merge_reports(reports: list[EvaluationReport], sources: list[str] | None = N
         runs[label] = {"variants": [v.name for v in r.variants],
                        **{k: v for k, v in r.metadata.items() if k not in shared}}
     metadata = {**shared, "merged_from": list(runs), "runs": runs}
-    return EvaluationReport(variants=[v for r in reports for v in r.variants], metadata=metadata)
+    return EvaluationReport(variants=list(variants.values()), metadata=metadata)
 
+
+def _merge_variant(a: VariantResult, b: VariantResult) -> VariantResult:
+    if (a.posenc, a.extend) != (b.posenc, b.extend):
+        raise ValueError(f"variant {a.name!r} was built differently in two runs: "
+                         f"{(a.posenc, a.extend)} vs {(b.posenc, b.extend)}")
+    errors = [e for e in (a.error, b.error) if e]
+    return VariantResult(name=a.name, posenc=a.posenc, extend=a.extend,
+                         perplexity=_merge_parts(a.name, a.perplexity, b.perplexity, _merge_perplexity),
+                         passkey=_merge_parts(a.name, a.passkey, b.passkey, _merge_passkey),
+                         seconds=a.seconds + b.seconds, error="; ".join(errors) or None)
+
+
+def _merge_parts(name, a, b, join):
+    return join(name, a, b) if a is not None and b is not None else (a if b is None else b)
+
+
+def _merge_perplexity(name: str, a: PerplexityResult, b: PerplexityResult) -> PerplexityResult:
+    twice = sorted({i.length for i in a.lengths} & {i.length for i in b.lengths})
+    if twice:
+        raise ValueError(f"variant {name!r}: perplexity at {twice} measured in more than one run")
+    if a.settings != b.settings or a.documents != b.documents:
+        raise ValueError(f"variant {name!r}: perplexity parts ran with different texts or settings")
+    return PerplexityResult(lengths=sorted(a.lengths + b.lengths, key=lambda i: i.length), documents=a.documents,
+                            settings=a.settings, seconds=a.seconds + b.seconds)
+
+
+def _merge_passkey(name: str, a: PasskeyResult, b: PasskeyResult) -> PasskeyResult:
+    twice = sorted(set(a.lengths) & set(b.lengths))
+    if twice:
+        raise ValueError(f"variant {name!r}: pass key at {twice} measured in more than one run")
+    if a.depths != b.depths or a.settings != b.settings:
+        raise ValueError(f"variant {name!r}: pass-key parts ran with different depths or settings")
+    lengths = sorted(a.lengths + b.lengths)
+    cells = sorted(a.cells + b.cells, key=lambda c: (lengths.index(c.length), a.depths.index(c.depth)))
+    # `trials` is per cell in the cells; the top-level field keeps the smallest, so it never overstates
+    return PasskeyResult(lengths=lengths, depths=a.depths, cells=cells, trials=min(a.trials, b.trials),
+                         seed=a.seed, samples=a.samples + b.samples, settings=a.settings,
+                         seconds=a.seconds + b.seconds)
