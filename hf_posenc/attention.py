@@ -124,27 +124,34 @@ def _bias_mask(controller, layer_idx, mask, is_causal, q_pos, k_pos, query, key,
     return _memo(controller, ("bias", id(mask), q_pos.shape[0], k_pos.shape[0], dtype), build)
 
 
-def _distance_bias(controller, layer_idx, q_pos, k_pos, dtype):
-    """For encodings with ``bias_by_distance``: a function (a, b, k_end) -> [1, H, b-a, k_end] (in
-    ``dtype``, a fresh tensor) that copies each chunk out of one [H, N] vector over every distance
-    of this call (built once per forward when layer-independent), or None."""
+class _DistanceBias:
+    """One [H, N] bias vector over every distance ``k - q`` of a call (``lo`` the first), from
+    which chunks of the [1, H, rows, keys] bias are copied: ``self(a, b, k_end, k_beg=0)`` gives
+    query rows a..b-1 against keys k_beg..k_end-1, in the vector's dtype, as a fresh tensor."""
+
+    def __init__(self, vec: torch.Tensor, lo: int, q_pos: torch.Tensor):
+        self.vec, self.lo, self.q_pos, self.last = vec, lo, q_pos, int(q_pos[-1])
+
+    def __call__(self, a: int, b: int, k_end: int, k_beg: int = 0) -> torch.Tensor:
+        # Row i needs vec[j - q_i - lo] for k_beg <= j < k_end: a window starting at k_beg + last - q_i,
+        # which decreases with i, so take the windows of rows b-1..a and flip them into order (one copy).
+        first_window = k_beg + self.last - int(self.q_pos[b - 1])
+        rows = self.vec.unfold(1, k_end - k_beg, 1)[:, first_window:k_beg + self.last - int(self.q_pos[a]) + 1]
+        return rows.flip(1)[None]
+
+
+def _distance_bias(controller, layer_idx, q_pos, k_pos, dtype) -> _DistanceBias | None:
+    """The ``_DistanceBias`` of this call for encodings with ``bias_by_distance`` (its vector built
+    once per forward when layer-independent), or None."""
     enc = controller.encoding
     if not hasattr(enc, "bias_by_distance") or getattr(enc, "needs_qk", False) \
             or getattr(enc, "needs_positions", False):
         return None
-    last, first = int(q_pos[-1]), int(q_pos[0])
-    lo, hi = -last, k_pos.shape[0] - 1 - first  # k_pos = 0..K-1: distances k - q span lo..hi
+    lo, hi = -int(q_pos[-1]), k_pos.shape[0] - 1 - int(q_pos[0])  # k_pos = 0..K-1: distances k - q span lo..hi
     build = lambda: enc.bias_by_distance(  # noqa: E731
         torch.arange(lo, hi + 1, device=q_pos.device), layer_idx).to(dtype)
     vec = _memo(controller, ("dist", lo, hi, dtype, layer_idx if not enc.layer_independent() else None), build)
-
-    def chunk_bias(a, b, k_end, k_beg=0):
-        # Row i needs vec[j - q_i - lo] for k_beg <= j < k_end: a window starting at k_beg + last - q_i,
-        # which decreases with i, so take the windows of rows b-1..a and flip them into order (one copy).
-        rows = vec.unfold(1, k_end - k_beg, 1)[:, k_beg + last - int(q_pos[b - 1]):k_beg + last - int(q_pos[a]) + 1]
-        return rows.flip(1)[None]
-    chunk_bias.vec, chunk_bias.lo = vec, lo
-    return chunk_bias
+    return _DistanceBias(vec, lo, q_pos)
 
 
 def _saturation(by_distance) -> int | None:

@@ -158,6 +158,34 @@ def test_self_extend_fused_path_equals_explicit_scores(family, monkeypatch):
     assert calls  # the fused kernel really ran
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_dynamic_fused_prefill_equals_explicit_masks(family, monkeypatch):
+    """A causal SDPA prefill past the trained length runs each later bucket as two fused attentions
+    (earlier keys, own causal block) merged by log-sum-exp; eager builds every [Q, K] mask. Same
+    logits, also for a prefill that continues a cache and with left padding (explicit path)."""
+    from hf_posenc.extension import attention_modes
+
+    def build(attn):
+        return hf_posenc.extend_context(rotary_model(family, attn), "dynamic", factor=4.0, granularity=16)
+
+    eager, fused = build("eager"), build("sdpa")
+    calls = []
+    monkeypatch.setattr(attention_modes.compat, "attention_with_lse",
+                        lambda *a, _f=attention_modes.compat.attention_with_lse: calls.append(1) or _f(*a))
+    ids = tokens(2, LONG)
+    with torch.no_grad():
+        assert max_diff(eager(ids).logits, fused(ids).logits) < 1e-5
+        assert calls  # the fused kernel really ran
+        cache = DynamicCache(config=fused.config)
+        parts = [fused(ids[:, :50], cache=cache, use_cache=True).logits,
+                 fused(ids[:, 50:], cache=cache, use_cache=True).logits]
+        assert max_diff(torch.cat(parts, 1), eager(ids).logits) < 1e-5
+        mask = torch.ones_like(ids)
+        mask[0, :5] = 0
+        a, b = eager(ids, attention_mask=mask).logits, fused(ids, attention_mask=mask).logits
+        assert max_diff(a[0, 5:], b[0, 5:]) < 1e-5 and max_diff(a[1], b[1]) < 1e-5
+
+
 @pytest.mark.parametrize("method", ["linear", "ntk", "yarn", "llama3", "longrope", "extrapolate"])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_static_methods_are_padding_invariant(family, method):

@@ -74,6 +74,11 @@ def dynamic_ntk_attention(controller, module, layer_idx, query, key, value, mask
     k_pos = torch.arange(k_len, device=device)
     enc = controller.encoding
     gran, trained = ext["params"]["granularity"], ext["original_max_length"]
+    # A causal prefill without a caller's mask needs no [Q, K] mask at all: a bucket that starts at
+    # key 0 is plain causal SDPA, a later bucket is two fused attentions (earlier keys, unmasked, and
+    # its own square causal block) merged by log-sum-exp.
+    fused = is_causal and mask is None and not _is_eager(native_fn) and compat.has_attention_with_lse(query) \
+        and not (module.training and kwargs.get("dropout", 0.0) > 0)
     outs, weights = [], []
     a = 0
     while a < q_len:
@@ -84,7 +89,17 @@ def dynamic_ntk_attention(controller, module, layer_idx, query, key, value, mask
         k_end = min(k_len, start + b) if is_causal else k_len  # causal rows see no later keys
         cq, sq = enc.cos_sin(q_pos[a:b], query.dtype, inv_freq=inv)
         ck, sk = enc.cos_sin(k_pos[:k_end], key.dtype, inv_freq=inv)
-        sub_mask = _chunk_mask(mask, is_causal, q_pos, k_pos[:k_end], a, b)
+        if fused and b - a > 1 and p > 0:
+            outs.append(_after_earlier_keys(apply_rotary(query[:, :, a:b], cq, sq),
+                                            apply_rotary(key[:, :, :k_end], ck, sk), value[:, :, :k_end], p,
+                                            kwargs.get("scaling")))
+            weights.append(None)
+            a = b
+            continue
+        if fused and p == 0:  # keys 0..b-1 for rows 0..b-1: the kernel's own causal mask is right
+            sub_mask = None
+        else:
+            sub_mask = _chunk_mask(mask, is_causal, q_pos, k_pos[:k_end], a, b)
         out, w = native_fn(module, apply_rotary(query[:, :, a:b], cq, sq), apply_rotary(key[:, :, :k_end], ck, sk),
                            value[:, :, :k_end], sub_mask[..., :k_end] if sub_mask is not None else None, **kwargs)
         outs.append(out)
@@ -92,6 +107,23 @@ def dynamic_ntk_attention(controller, module, layer_idx, query, key, value, mask
         a = b
     attn_weights = torch.cat(weights, dim=2) if weights[0] is not None else None
     return torch.cat(outs, dim=1), attn_weights
+
+
+def _after_earlier_keys(q, k, v, first, scaling):
+    """Causal attention of rows at positions first..first+Q-1 over keys 0..first+Q-1 without a
+    [Q, K] mask: keys before ``first`` (every row sees them) and the square diagonal block, each
+    fused, merged by log-sum-exp. q [B, H, Q, D], k/v [B, Hkv, K, D] -> [B, Q, H, D]."""
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = _repeat_kv(k, n_rep), _repeat_kv(v, n_rep)
+    scaling = scaling if scaling is not None else q.shape[-1] ** -0.5
+    q_len = q.shape[-2]
+    diagonal = torch.ones(q_len, q_len, dtype=torch.bool, device=q.device).tril_()
+    parts = [_masked_part(q, k[:, :, :first], v[:, :, :first], None, None, scaling),
+             _masked_part(q, k[:, :, first:], v[:, :, first:], diagonal, None, scaling)]
+    lse = torch.stack([l for _, l in parts])
+    total = torch.logsumexp(lse, dim=0)
+    out = sum(o * (l - total).exp()[..., None] for o, l in parts)
+    return out.to(q.dtype).transpose(1, 2)
 
 
 # ---------------------------------------------------------------------- Self-Extend
