@@ -68,7 +68,7 @@ def plot_passkey(variant, path: str | os.PathLike) -> str | None:
             ax.text(c, r, f"{acc:.2f}", ha="center", va="center", fontsize=9)
     ax.set_xlabel("prompt length (tokens)")
     ax.set_ylabel("needle depth")
-    ax.set_title(f"Pass-key accuracy: {variant.name} ({result.trials} trials per cell)")
+    ax.set_title(f"Pass-key accuracy: {variant.name} ({result.trials_description()})")
     fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
