@@ -89,19 +89,12 @@ def dynamic_ntk_attention(controller, module, layer_idx, query, key, value, mask
         k_end = min(k_len, start + b) if is_causal else k_len  # causal rows see no later keys
         cq, sq = enc.cos_sin(q_pos[a:b], query.dtype, inv_freq=inv)
         ck, sk = enc.cos_sin(k_pos[:k_end], key.dtype, inv_freq=inv)
+        q, k, v = apply_rotary(query[:, :, a:b], cq, sq), apply_rotary(key[:, :, :k_end], ck, sk), value[:, :, :k_end]
         if fused and b - a > 1 and p > 0:
-            outs.append(_after_earlier_keys(apply_rotary(query[:, :, a:b], cq, sq),
-                                            apply_rotary(key[:, :, :k_end], ck, sk), value[:, :, :k_end], p,
-                                            kwargs.get("scaling")))
-            weights.append(None)
-            a = b
-            continue
-        if fused and p == 0:  # keys 0..b-1 for rows 0..b-1: the kernel's own causal mask is right
-            sub_mask = None
-        else:
-            sub_mask = _chunk_mask(mask, is_causal, q_pos, k_pos[:k_end], a, b)
-        out, w = native_fn(module, apply_rotary(query[:, :, a:b], cq, sq), apply_rotary(key[:, :, :k_end], ck, sk),
-                           value[:, :, :k_end], sub_mask[..., :k_end] if sub_mask is not None else None, **kwargs)
+            out, w = _after_earlier_keys(q, k, v, p, kwargs.get("scaling")), None
+        else:  # from key 0 (fused) the kernel's own causal mask is right
+            sub_mask = None if fused and p == 0 else _chunk_mask(mask, is_causal, q_pos, k_pos[:k_end], a, b)
+            out, w = native_fn(module, q, k, v, sub_mask[..., :k_end] if sub_mask is not None else None, **kwargs)
         outs.append(out)
         weights.append(nn.functional.pad(w, (0, k_len - k_end)) if w is not None else None)
         a = b
@@ -118,11 +111,8 @@ def _after_earlier_keys(q, k, v, first, scaling):
     scaling = scaling if scaling is not None else q.shape[-1] ** -0.5
     q_len = q.shape[-2]
     diagonal = torch.ones(q_len, q_len, dtype=torch.bool, device=q.device).tril_()
-    parts = [_masked_part(q, k[:, :, :first], v[:, :, :first], None, None, scaling),
-             _masked_part(q, k[:, :, first:], v[:, :, first:], diagonal, None, scaling)]
-    lse = torch.stack([l for _, l in parts])
-    total = torch.logsumexp(lse, dim=0)
-    out = sum(o * (l - total).exp()[..., None] for o, l in parts)
+    out = _lse_merge([_masked_part(q, k[:, :, :first], v[:, :, :first], None, None, scaling),
+                      _masked_part(q, k[:, :, first:], v[:, :, first:], diagonal, None, scaling)])
     return out.to(q.dtype).transpose(1, 2)
 
 
@@ -242,6 +232,12 @@ def _self_extend_fused(q_near, q_far, k_near, k_far, v, qp, k_pos, k_beg, k_end,
         allowed = (dist < window) & (dist >= 0) if causal else dist < window
         parts.append(_masked_part(q_near, k_near[:, :, k_beg:k_end], v[:, :, k_beg:k_end], allowed,
                                   user(k_beg, k_end), scaling))
+    return _lse_merge(parts)
+
+
+def _lse_merge(parts):
+    """Softmax attention over the union of the parts' keys, from each part's (out float32
+    [B, H, Q, D], lse [B, H, Q]): outputs weighted by their share of the total exp-sum."""
     lse = torch.stack([l for _, l in parts])  # [P, B, H, Q]
     total = torch.logsumexp(lse, dim=0)
     weights = (lse - total).exp().nan_to_num(0.0)  # rows with no key at all: every weight 0
